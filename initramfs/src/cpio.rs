@@ -98,8 +98,7 @@ impl Archive {
 
     /// Writes the archive in `newc` format, every mtime set to `mtime`.
     pub fn write<W: Write>(&self, mut w: W, mtime: u32) -> io::Result<W> {
-        let mut ino = 1u32;
-        for (path, entry) in &self.entries {
+        for (ino, (path, entry)) in (1u32..).zip(self.entries.iter()) {
             let (mode, data, rmaj, rmin, nlink): (u32, &[u8], u32, u32, u32) = match entry {
                 Entry::Dir { mode } => (S_IFDIR | (mode & 0o7777), &[], 0, 0, 2),
                 Entry::File { mode, data } => (S_IFREG | (mode & 0o7777), data, 0, 0, 1),
@@ -121,7 +120,6 @@ impl Archive {
             )?;
             w.write_all(data)?;
             pad4(&mut w, data.len())?;
-            ino += 1;
         }
         write_header(&mut w, 0, 0, 1, 0, 0, 0, 0, "TRAILER!!!")?;
         Ok(w)

@@ -1,0 +1,38 @@
+//! PID 1 of the Triton Linux compute node.
+//!
+//! The same static binary runs twice per boot:
+//! * stage 1, as `/init` in the initrd: modules, admin NIC, fetch and verify
+//!   the root image, overlay root, switch root;
+//! * stage 2, as `/usr/sbin/triton-init` in the real root: API filesystems,
+//!   zfs, then supervision.
+//!
+//! Every phase prints one `TRITON-EVENT {json}` line on the console. Nothing
+//! here panics or exits on bad input: errors go to [`rescue`].
+
+pub mod console;
+pub mod fetch;
+pub mod hashes;
+pub mod kmod;
+pub mod modalias;
+pub mod mounts;
+pub mod net;
+pub mod rescue;
+pub mod rootfs;
+pub mod stage1;
+pub mod stage2;
+
+/// Which stage this process runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Initrd,
+    Root,
+}
+
+/// Stage 1 when the initrd marker is present (systemd's convention).
+pub fn detect_stage(root: &std::path::Path) -> Stage {
+    if root.join("etc/initrd-release").exists() {
+        Stage::Initrd
+    } else {
+        Stage::Root
+    }
+}

@@ -1,0 +1,183 @@
+//! Stage 1, in the initrd: from the kernel to the real root.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use boot_params::{Cmdline, FetchSource};
+use serde_json::json;
+
+use crate::console;
+use crate::fetch::{self, FetchError, Policy};
+use crate::hashes::Sha256Hex;
+use crate::kmod::Loader;
+use crate::mounts;
+use crate::net;
+use crate::rootfs::{self, Layout};
+
+/// The stage-2 binary in the real root.
+pub const STAGE2: &str = "/usr/sbin/triton-init";
+/// Where the fetched image is kept (tmpfs; moved into the real root's /run).
+const IMAGE: &str = "/run/triton/filesystem.squashfs";
+/// Modules stage 1 always loads (the NIC drivers come by modalias).
+const BASE_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
+
+/// Runs `f` as one phase: times it and prints its `TRITON-EVENT`.
+fn phase<T>(
+    name: &str,
+    f: impl FnOnce() -> anyhow::Result<(T, serde_json::Value)>,
+) -> anyhow::Result<T> {
+    let t = Instant::now();
+    match f() {
+        Ok((v, mut fields)) => {
+            if let serde_json::Value::Object(m) = &mut fields {
+                m.insert("ms".into(), (t.elapsed().as_millis() as u64).into());
+            }
+            console::event(name, true, fields);
+            Ok(v)
+        }
+        Err(e) => {
+            console::event(
+                name,
+                false,
+                json!({ "ms": t.elapsed().as_millis() as u64, "error": format!("{e:#}") }),
+            );
+            Err(e)
+        }
+    }
+}
+
+pub fn run() -> anyhow::Result<std::convert::Infallible> {
+    let root = Path::new("/");
+    mounts::apply(&mounts::stage1_table(root)).context("mounting API filesystems")?;
+    let cmdline_text = fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
+    let cmdline = Cmdline::parse(&cmdline_text);
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .context("uname")?;
+    console::line(&format!("triton-init stage 1 on Linux {release}"));
+    if cmdline.rescue() {
+        bail!("triton.rescue is on the kernel command line: stopping before the root switch");
+    }
+
+    let nic = phase("modules", || {
+        let mut loader =
+            Loader::new(root, &release).context("reading the initrd's module tables")?;
+        for m in BASE_MODULES {
+            loader.load(m).with_context(|| format!("loading {m}"))?;
+        }
+        let (loaded, errors) = loader.coldplug(Path::new("/sys"), 4);
+        for e in &errors {
+            console::line(&format!("warning: {e}"));
+        }
+        Ok(((), json!({ "loaded": loaded, "failed": errors.len() })))
+    });
+    nic?;
+
+    let iface = phase("network", || {
+        let bootif = cmdline.bootif()?;
+        let ip = cmdline.ip()?;
+        let Some(mac) = bootif else {
+            bail!(
+                "no BOOTIF= on the kernel command line; booter always passes it (BOOTIF=01-<mac>)"
+            );
+        };
+        let Some(ip) = ip else {
+            bail!("no static ip= on the kernel command line (ip=<addr>:::<netmask>::); DHCP in stage 1 is not supported yet");
+        };
+        let iface = net::wait_for_mac(Path::new("/sys"), mac, Duration::from_secs(30))?;
+        net::configure(&iface, Some(&ip))?;
+        let carrier =
+            net::wait_for_carrier(Path::new("/sys"), &iface.name, Duration::from_secs(30));
+        if !carrier {
+            console::line(&format!(
+                "warning: no carrier on {} after 30 s; trying anyway",
+                iface.name
+            ));
+        }
+        let fields = json!({ "ifname": iface.name, "mac": mac.to_string(), "ip": format!("{}/{}", ip.address, ip.prefix_len), "carrier": carrier });
+        Ok((iface, fields))
+    })?;
+    let _ = iface;
+
+    let pinned = read_pinned_hash(root)?;
+    let image = Path::new(IMAGE);
+    let fetched = phase("fetch", || {
+        let url = match cmdline.fetch()? {
+            Some(FetchSource::Http(u)) => u,
+            Some(FetchSource::Tftp(u)) => return Err(FetchError::TftpUnsupported(u).into()),
+            None => bail!("no fetch=<url> on the kernel command line and this initrd has no embedded root image"),
+        };
+        fs::create_dir_all(image.parent().unwrap_or(root)).context("creating /run/triton")?;
+        console::line(&format!("fetching root image {url}"));
+        let got = fetch::fetch(&url, image, &Policy::default(), &mut |l| console::line(l))?;
+        let fields = json!({ "url": url, "bytes": got.bytes, "attempts": got.attempts });
+        Ok((got, fields))
+    })?;
+
+    phase("verify", || {
+        // Hashed while it streamed to disk.
+        let actual = fetched.sha256.clone();
+        if actual != pinned {
+            let _ = fs::remove_file(image);
+            bail!(
+                "root image sha256 mismatch: got {actual}, this initrd expects {pinned}. \
+                 The squashfs on the boot server does not belong to this initrd: \
+                 reinstall the platform (sdcadm platform install) or check the booter's files"
+            );
+        }
+        let mut checked = vec!["initrd"];
+        if let Ok(text) = fs::read_to_string("/filesystem.squashfs.hash") {
+            let injected = Sha256Hex::parse_file("/filesystem.squashfs.hash", &text)?;
+            if injected != actual {
+                bail!("root image sha256 {actual} differs from booter's filesystem.squashfs.hash {injected}");
+            }
+            checked.push("booter");
+        }
+        Ok(((), json!({ "sha256": actual.as_str(), "checked": checked })))
+    })?;
+
+    let newroot = Path::new("/root");
+    phase("rootfs", || {
+        let dev = rootfs::attach_loop(image)?;
+        let layout = Layout::new(Path::new("/run"), newroot);
+        rootfs::mount_root(&layout, &dev)?;
+        let carried = rootfs::carry_files(root, newroot)?;
+        if !newroot.join(STAGE2.trim_start_matches('/')).exists() {
+            bail!("the root image has no {STAGE2}: it is not a Triton platform image");
+        }
+        Ok(((), json!({ "loop": dev, "carried": carried })))
+    })?;
+
+    console::event(
+        "switch-root",
+        true,
+        json!({ "uptime_ms": console::uptime_ms() }),
+    );
+    rootfs::switch_root(newroot)?;
+    let err =
+        std::os::unix::process::CommandExt::exec(std::process::Command::new(STAGE2).arg0("init"));
+    Err(anyhow!("exec {STAGE2}: {err}"))
+}
+
+trait Arg0 {
+    fn arg0(&mut self, a: &str) -> &mut Self;
+}
+
+impl Arg0 for std::process::Command {
+    fn arg0(&mut self, a: &str) -> &mut Self {
+        std::os::unix::process::CommandExt::arg0(self, a)
+    }
+}
+
+fn read_pinned_hash(root: &Path) -> anyhow::Result<Sha256Hex> {
+    let p = root.join("etc/triton/filesystem.squashfs.sha256");
+    let text = fs::read_to_string(&p).with_context(|| {
+        format!(
+            "reading {} (initrd built without a pinned hash?)",
+            p.display()
+        )
+    })?;
+    Ok(Sha256Hex::parse_file(&p.to_string_lossy(), &text)?)
+}
