@@ -1,1 +1,7 @@
+//! Test harness for the built platform image: a loopback HTTP server that
+//! plays booter's role for `fetch=`, and QEMU (TCG) VMs whose serial console
+//! the tests read and type into.
+
+pub mod http;
+pub mod platform;
 pub mod qemu;

@@ -1,1 +1,266 @@
+//! QEMU (TCG) VMs with the serial console on a pipe: every line is kept,
+//! tests wait for patterns and type commands.
 
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub append: String,
+    pub mac: String,
+    /// QEMU NIC model, e.g. `virtio-net-pci` or `e1000`.
+    pub nic_model: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+}
+
+impl VmSpec {
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend([
+            "-m".into(),
+            self.memory_mib.to_string(),
+            "-smp".into(),
+            self.cpus.to_string(),
+        ]);
+        a.extend([
+            "-kernel".into(),
+            self.kernel.display().to_string(),
+            "-initrd".into(),
+            self.initrd.display().to_string(),
+        ]);
+        a.extend(["-append".into(), self.append.clone()]);
+        a.extend(["-netdev".into(), "user,id=n0".into()]);
+        a.extend([
+            "-device".into(),
+            format!("{},netdev=n0,mac={}", self.nic_model, self.mac),
+        ]);
+        a
+    }
+}
+
+#[derive(Debug, Default)]
+struct Console {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// A running VM; killed when dropped.
+#[derive(Debug)]
+pub struct Vm {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    console: Arc<(Mutex<Console>, Condvar)>,
+    pub name: String,
+}
+
+impl Vm {
+    pub fn start(name: &str, spec: &VmSpec) -> anyhow::Result<Vm> {
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(spec.args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context(
+                "starting qemu-system-x86_64 (Debian package qemu-system-x86; run ci/setup.sh)",
+            )?;
+        let console = Arc::new((Mutex::new(Console::default()), Condvar::new()));
+        for (stream, prefix) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+                "",
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+                "qemu: ",
+            ),
+        ] {
+            let Some(stream) = stream else { continue };
+            let c = console.clone();
+            let name = name.to_string();
+            let echo = std::env::var_os("TRITON_CI_ECHO").is_some();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match r.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let line = format!(
+                                "{prefix}{}",
+                                String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n'])
+                            );
+                            if echo {
+                                eprintln!("[{name}] {line}");
+                            }
+                            if let Ok(mut g) = c.0.lock() {
+                                g.lines.push(line);
+                            }
+                            c.1.notify_all();
+                        }
+                    }
+                }
+                if let Ok(mut g) = c.0.lock() {
+                    g.closed = true;
+                }
+                c.1.notify_all();
+            });
+        }
+        let stdin = child.stdin.take();
+        Ok(Vm {
+            child,
+            stdin,
+            console,
+            name: name.to_string(),
+        })
+    }
+
+    /// All console lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.console
+            .0
+            .lock()
+            .map(|g| g.lines.clone())
+            .unwrap_or_default()
+    }
+
+    fn tail(&self, n: usize) -> String {
+        let l = self.lines();
+        l[l.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Waits for a console line (from line `from` on) satisfying `pred`.
+    pub fn wait_line_from(
+        &self,
+        from: usize,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<(usize, String)> {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.console;
+        let mut g = m
+            .lock()
+            .map_err(|_| anyhow::anyhow!("console lock poisoned"))?;
+        loop {
+            if let Some((i, l)) = g.lines.iter().enumerate().skip(from).find(|(_, l)| pred(l)) {
+                return Ok((i, l.clone()));
+            }
+            let now = Instant::now();
+            if g.closed || now >= deadline {
+                let why = if g.closed { "QEMU exited" } else { "timed out" };
+                drop(g);
+                bail!(
+                    "{}: {why} waiting for {what}; last console lines:\n{}",
+                    self.name,
+                    self.tail(60)
+                );
+            }
+            g = cv
+                .wait_timeout(g, deadline - now)
+                .map_err(|_| anyhow::anyhow!("console lock poisoned"))?
+                .0;
+        }
+    }
+
+    pub fn wait_line(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        self.wait_line_from(0, what, timeout, pred).map(|(_, l)| l)
+    }
+
+    /// Waits for the `TRITON-EVENT` of `phase` and returns its JSON.
+    pub fn wait_event(&self, phase: &str, timeout: Duration) -> anyhow::Result<serde_json::Value> {
+        let needle = format!("\"phase\":\"{phase}\"");
+        let line = self.wait_line(&format!("TRITON-EVENT {phase}"), timeout, |l| {
+            l.contains("TRITON-EVENT {") && l.contains(&needle)
+        })?;
+        let json = line
+            .split_once("TRITON-EVENT ")
+            .map(|(_, j)| j)
+            .unwrap_or_default();
+        serde_json::from_str(json).with_context(|| format!("parsing event line {line:?}"))
+    }
+
+    /// Types a line on the serial console.
+    pub fn type_line(&mut self, text: &str) -> anyhow::Result<()> {
+        let s = self.stdin.as_mut().context("console stdin closed")?;
+        s.write_all(format!("{text}\r").as_bytes())
+            .context("writing to the console")?;
+        s.flush().context("flushing the console")
+    }
+
+    /// Whether any console line matches.
+    pub fn saw(&self, pred: impl Fn(&str) -> bool) -> bool {
+        self.lines().iter().any(|l| pred(l))
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_args_carry_the_spec() {
+        let s = VmSpec {
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            append: "console=ttyS0 a=b".into(),
+            mac: "52:54:00:00:00:01".into(),
+            nic_model: "e1000".into(),
+            memory_mib: 2048,
+            cpus: 2,
+        };
+        let a = s.args();
+        let pos = |x: &str| a.iter().position(|v| v == x).expect(x);
+        assert_eq!(a[pos("-append") + 1], "console=ttyS0 a=b");
+        assert_eq!(a[pos("-accel") + 1], "tcg");
+        assert_eq!(
+            a[pos("-device") + 1],
+            "e1000,netdev=n0,mac=52:54:00:00:00:01"
+        );
+        assert_eq!(a[pos("-m") + 1], "2048");
+    }
+}

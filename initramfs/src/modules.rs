@@ -120,7 +120,8 @@ pub struct ModuleSet {
     pub absent_optional: Vec<String>,
 }
 
-fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ModuleError> {
+/// Decompresses a module file by its extension (`.xz`, `.zst`, or plain).
+pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ModuleError> {
     let name = path.to_string_lossy();
     let err = |source| ModuleError::Decompress {
         path: path.to_path_buf(),

@@ -1,0 +1,67 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Builds the Triton Linux platform image (PI).
+#[derive(Debug, Parser)]
+#[command(name = "triton-pi", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build platform-<STAMP>.tgz from this checkout.
+    Build(BuildArgs),
+    /// Build twice (the second time with freshly built layers) and compare
+    /// initrd, squashfs and tarball bit for bit; names what differs.
+    Repro(BuildArgs),
+    /// Print build figures: cold build, warm rebuild after touching one
+    /// runtime source file, artifact sizes, next to the targets.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    /// Where the tarball and the unpacked artifacts go.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Cache of expensive layers (package set, dkms, tools), outside the clone.
+    #[arg(long, env = "TRITON_PI_CACHE", default_value = "/var/cache/triton-pi")]
+    pub cache: PathBuf,
+    /// Rebuild the Debian layers even if cached (picks up archive updates).
+    #[arg(long)]
+    pub refresh: bool,
+    /// Print a JSON summary (artifacts, sizes, sha256) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Also measure a cold build (all layers rebuilt in a scratch cache).
+    #[arg(long)]
+    pub cold: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+        let c = Cli::parse_from(["triton-pi", "build", "--json", "--out", "/tmp/x"]);
+        match c.command {
+            Command::Build(b) => {
+                assert!(b.json);
+                assert_eq!(b.out, PathBuf::from("/tmp/x"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
