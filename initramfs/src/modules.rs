@@ -116,6 +116,8 @@ pub struct ModuleSet {
     pub modules_dep: String,
     /// Filtered `modules.alias`.
     pub modules_alias: String,
+    /// The kernel's `modules.builtin` (what needs no loading).
+    pub modules_builtin: String,
     /// Names that were optional and not found in this kernel.
     pub absent_optional: Vec<String>,
 }
@@ -216,7 +218,10 @@ impl ModuleSet {
             })
             .map(|l| format!("{l}\n"))
             .collect();
+        let modules_builtin =
+            fs::read_to_string(moddir.join("modules.builtin")).unwrap_or_default();
         Ok(ModuleSet {
+            modules_builtin,
             kernel_version: kver.to_string(),
             files,
             firmware,

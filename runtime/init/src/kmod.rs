@@ -47,7 +47,7 @@ impl Loader {
         };
         let deps = DepTable::parse(&read("modules.dep")?);
         let aliases = AliasTable::parse(&read("modules.alias")?);
-        let loaded = fs::read_to_string(root.join("proc/modules"))
+        let mut loaded: BTreeSet<String> = fs::read_to_string(root.join("proc/modules"))
             .map(|t| {
                 t.lines()
                     .filter_map(|l| l.split_whitespace().next())
@@ -55,6 +55,13 @@ impl Loader {
                     .collect()
             })
             .unwrap_or_default();
+        // Built into the kernel: nothing to load.
+        if let Ok(t) = fs::read_to_string(moddir.join("modules.builtin")) {
+            loaded.extend(t.lines().map(|l| {
+                let base = l.rsplit('/').next().unwrap_or(l);
+                base.split(".ko").next().unwrap_or(base).replace('-', "_")
+            }));
+        }
         Ok(Loader {
             moddir,
             deps,
@@ -65,6 +72,9 @@ impl Loader {
 
     /// Loads `name` and its dependencies. Already loaded (or built in) is fine.
     pub fn load(&mut self, name: &str) -> Result<Vec<String>, KmodError> {
+        if self.loaded.contains(&name.replace('-', "_")) {
+            return Ok(Vec::new());
+        }
         let order = self
             .deps
             .load_order(name)
@@ -181,8 +191,10 @@ mod tests {
         fs::create_dir_all(&md).expect("mkdir");
         fs::write(md.join("modules.dep"), "kernel/x.ko:\n").expect("w");
         fs::write(md.join("modules.alias"), "").expect("w");
+        fs::write(md.join("modules.builtin"), "kernel/drivers/block/loop.ko\n").expect("w");
         let mut l = Loader::new(d.path(), "6.12").expect("loader");
         assert!(matches!(l.load("nope"), Err(KmodError::Unknown(_))));
+        assert_eq!(l.load("loop").expect("builtin"), Vec::<String>::new());
         // A present but non-module file fails with a Load error naming it.
         fs::create_dir_all(md.join("kernel")).expect("mkdir");
         fs::write(md.join("kernel/x.ko"), b"not elf").expect("w");
