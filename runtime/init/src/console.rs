@@ -56,13 +56,25 @@ pub fn line(msg: &str) {
     line_bytes(msg.as_bytes());
 }
 
-/// Milliseconds since init started.
+/// Milliseconds since the kernel booted (`/proc/uptime`), so stage 1 and
+/// stage 2 report on one clock; since init started if /proc is not there.
 pub fn uptime_ms() -> u64 {
+    if let Some(ms) = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| parse_uptime_ms(&t))
+    {
+        return ms;
+    }
     START
         .lock()
         .ok()
         .and_then(|s| s.map(|t| t.elapsed().as_millis() as u64))
         .unwrap_or(0)
+}
+
+fn parse_uptime_ms(text: &str) -> Option<u64> {
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1000.0) as u64)
 }
 
 /// Formats a `TRITON-EVENT` line: `phase`, `ok`, then the given fields.
@@ -84,6 +96,12 @@ pub fn event(phase: &str, ok: bool, fields: serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uptime_parse() {
+        assert_eq!(parse_uptime_ms("12.34 40.00\n"), Some(12340));
+        assert_eq!(parse_uptime_ms("x"), None);
+    }
 
     #[test]
     fn event_shape() {
