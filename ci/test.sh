@@ -20,6 +20,9 @@ step "build the platform image"
 cargo build --release --locked -p image
 ./target/release/triton-pi build --json
 
+step "artifact checks (tarball layout, version files, hashes, contents)"
+cargo test --locked -p ci --test artifacts
+
 step "QEMU boot tests (TCG, direct kernel, squashfs over HTTP)"
 cargo test --locked -p ci --test vm_boot -- --test-threads=2
 
