@@ -1,16 +1,20 @@
 //! `triton-pi bench`: build figures next to the targets of the issue.
 //!
 //! * warm: a rebuild after touching one runtime source file (layers cached);
-//! * cold (`--cold`): every Debian layer built afresh in a scratch cache
-//!   (downloaded packages and the tools tree are shared);
+//! * cold (`--cold`): a build with an empty cache directory (mkosi's tools
+//!   tree, package downloads, layers, cargo target all from scratch), as on
+//!   a fresh machine after `ci/setup.sh`;
 //! * sizes of vmlinuz, initrd, squashfs and tarball.
 
 use std::time::Instant;
 
+use std::fs;
+use std::process::Command;
+
 use anyhow::Context;
 
 use crate::build::{run_with, source_root, Internal, Summary};
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, BuildArgs};
 use crate::layers::remove_tree;
 
 const MIB: f64 = 1048576.0;
@@ -35,16 +39,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let _ = run_with(b, &Internal::default())?;
     let mut cold: Option<(f64, Summary)> = None;
     if args.cold {
-        let scratch = b.cache.join("bench-layers");
+        let scratch = b.cache.join("bench-cold");
         remove_tree(&scratch)?;
-        let t = Instant::now();
-        let s = run_with(
-            b,
-            &Internal {
-                keep_staging: false,
-                layer_cache: Some(scratch.clone()),
-            },
+        // Only the unpacked mkosi program (what ci/setup.sh installs) is kept.
+        fs::create_dir_all(scratch.join("tools")).context("creating the cold cache")?;
+        crate::host::run(
+            Command::new("cp")
+                .arg("-a")
+                .arg(b.cache.join("tools/mkosi"))
+                .arg(scratch.join("tools/mkosi")),
         )?;
+        let t = Instant::now();
+        let cold_args = BuildArgs {
+            cache: scratch.clone(),
+            out: b.out.join("bench-cold"),
+            ..b.clone()
+        };
+        let s = run_with(&cold_args, &Internal::default())?;
         cold = Some((t.elapsed().as_secs_f64(), s));
         remove_tree(&scratch)?;
     }

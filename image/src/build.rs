@@ -89,8 +89,9 @@ fn write(p: &Path, data: &[u8]) -> anyhow::Result<()> {
 pub struct Internal {
     /// Keep the staging tree (its path is in the summary).
     pub keep_staging: bool,
-    /// Build the Debian layers in this cache instead of the shared one
-    /// (tools tree and downloaded packages are still shared).
+    /// Build the Debian layers and the runtime in this scratch directory
+    /// instead of the shared cache (tools tree and downloaded packages are
+    /// still shared).
     pub layer_cache: Option<PathBuf>,
 }
 

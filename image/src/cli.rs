@@ -42,7 +42,7 @@ pub struct BuildArgs {
 pub struct BenchArgs {
     #[command(flatten)]
     pub build: BuildArgs,
-    /// Also measure a cold build (all layers rebuilt in a scratch cache).
+    /// Also measure a cold build (empty cache: tools tree, downloads, layers).
     #[arg(long)]
     pub cold: bool,
 }
