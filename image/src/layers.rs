@@ -333,6 +333,81 @@ Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 
         assert!(buildroot_pins(&p[1..]).is_err());
     }
 
+    /// A stand-in for mkosi: a Python package that fails like apt does when
+    /// the archive cannot be reached, after writing part of the output.
+    fn fake_mkosi(dir: &Path, body: &str) -> PathBuf {
+        let pkg = dir.join("mkosi/usr/lib/python3/dist-packages/mkosi");
+        fs::create_dir_all(&pkg).expect("mkdir");
+        fs::write(pkg.join("__init__.py"), "").expect("w");
+        fs::write(pkg.join("__main__.py"), body).expect("w");
+        dir.join("mkosi")
+    }
+
+    fn config(dir: &Path) -> PathBuf {
+        let root = dir.join("config");
+        fs::create_dir_all(root.join("rootfs")).expect("mkdir");
+        fs::create_dir_all(root.join("sandbox")).expect("mkdir");
+        fs::write(root.join("common.conf"), "[Distribution]\n").expect("w");
+        fs::write(root.join("rootfs/mkosi.conf"), "[Content]\n").expect("w");
+        root
+    }
+
+    #[test]
+    fn failed_download_leaves_the_cache_usable() {
+        let d = tempfile::tempdir().expect("tmp");
+        let body = r#"
+import sys, os
+out = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--output-directory=")][0]
+if "--version" in sys.argv:
+    print("mkosi 0-test"); sys.exit(0)
+os.makedirs(os.path.join(out, "rootfs", "usr"), exist_ok=True)
+print("E: Failed to fetch http://deb.debian.org/debian/pool/main/l/lxc/lxc.deb  Could not connect")
+sys.exit(100)
+"#;
+        let cache = Cache::new(&d.path().join("cache"));
+        cache.create().expect("create");
+        let mk = Mkosi {
+            mkosi_dir: fake_mkosi(d.path(), body),
+            config_root: config(d.path()),
+            cache: cache.clone(),
+            layers: cache.layers(),
+        };
+        let err = format!(
+            "{:#}",
+            mk.ensure("rootfs", &[], &[], false).expect_err("fails")
+        );
+        assert!(
+            err.contains("Failed to fetch") && err.contains("archive could not be reached"),
+            "{err}"
+        );
+        let left: Vec<_> = fs::read_dir(cache.layers())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "nothing may look like a layer after a failure: {left:?}"
+        );
+
+        // The same cache then builds fine once the archive is back.
+        let ok = r#"
+import sys, os
+if "--version" in sys.argv:
+    print("mkosi 0-test"); sys.exit(0)
+out = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--output-directory=")][0]
+os.makedirs(os.path.join(out, "rootfs", "usr", "bin"), exist_ok=True)
+"#;
+        let mk = Mkosi {
+            mkosi_dir: fake_mkosi(&d.path().join("v2"), ok),
+            ..mk
+        };
+        let (layer, built) = mk.ensure("rootfs", &[], &[], false).expect("builds");
+        assert!(built && layer.join("usr/bin").is_dir());
+        let (again, built) = mk.ensure("rootfs", &[], &[], false).expect("cached");
+        assert_eq!((again, built), (layer, false));
+    }
+
     #[test]
     fn sweep_removes_only_tmp() {
         let d = tempfile::tempdir().expect("tmp");
