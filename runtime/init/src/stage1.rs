@@ -1,7 +1,9 @@
 //! Stage 1, in the initrd: from the kernel to the real root.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -61,7 +63,7 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         bail!("triton.rescue is on the kernel command line: stopping before the root switch");
     }
 
-    let nic = phase("modules", || {
+    phase("modules", || {
         let mut loader =
             Loader::new(root, &release).context("reading the initrd's module tables")?;
         for m in BASE_MODULES {
@@ -72,10 +74,9 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
             console::line(&format!("warning: {e}"));
         }
         Ok(((), json!({ "loaded": loaded, "failed": errors.len() })))
-    });
-    nic?;
+    })?;
 
-    let iface = phase("network", || {
+    phase("network", || {
         let bootif = cmdline.bootif()?;
         let ip = cmdline.ip()?;
         let Some(mac) = bootif else {
@@ -97,9 +98,8 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
             ));
         }
         let fields = json!({ "ifname": iface.name, "mac": mac.to_string(), "ip": format!("{}/{}", ip.address, ip.prefix_len), "carrier": carrier });
-        Ok((iface, fields))
+        Ok(((), fields))
     })?;
-    let _ = iface;
 
     let pinned = read_pinned_hash(root)?;
     let image = Path::new(IMAGE);
@@ -156,19 +156,8 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         json!({ "uptime_ms": console::uptime_ms() }),
     );
     rootfs::switch_root(newroot)?;
-    let err =
-        std::os::unix::process::CommandExt::exec(std::process::Command::new(STAGE2).arg0("init"));
+    let err = Command::new(STAGE2).arg0("init").exec();
     Err(anyhow!("exec {STAGE2}: {err}"))
-}
-
-trait Arg0 {
-    fn arg0(&mut self, a: &str) -> &mut Self;
-}
-
-impl Arg0 for std::process::Command {
-    fn arg0(&mut self, a: &str) -> &mut Self {
-        std::os::unix::process::CommandExt::arg0(self, a)
-    }
 }
 
 fn read_pinned_hash(root: &Path) -> anyhow::Result<Sha256Hex> {
