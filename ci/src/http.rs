@@ -21,9 +21,7 @@ impl HttpServer {
             .build()
             .context("tokio runtime")?;
         let app = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(dir));
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .context("binding 127.0.0.1")?;
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).context("binding 127.0.0.1")?;
         let addr = listener.local_addr().context("local addr")?;
         rt.spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -33,10 +31,6 @@ impl HttpServer {
 
     /// The URL a QEMU user-mode guest uses for `path` (10.0.2.2 is the host).
     pub fn guest_url(&self, path: &str) -> String {
-        format!(
-            "http://10.0.2.2:{}/{}",
-            self.addr.port(),
-            path.trim_start_matches('/')
-        )
+        format!("http://10.0.2.2:{}/{}", self.addr.port(), path.trim_start_matches('/'))
     }
 }

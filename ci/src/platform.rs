@@ -22,9 +22,7 @@ impl Platform {
                 dir.display()
             );
         }
-        Ok(Platform {
-            dir: dir.canonicalize().context("platform dir")?,
-        })
+        Ok(Platform { dir: dir.canonicalize().context("platform dir")? })
     }
 
     pub fn x86(&self, f: &str) -> PathBuf {

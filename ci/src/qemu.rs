@@ -41,12 +41,7 @@ impl VmSpec {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        a.extend([
-            "-m".into(),
-            self.memory_mib.to_string(),
-            "-smp".into(),
-            self.cpus.to_string(),
-        ]);
+        a.extend(["-m".into(), self.memory_mib.to_string(), "-smp".into(), self.cpus.to_string()]);
         a.extend([
             "-kernel".into(),
             self.kernel.display().to_string(),
@@ -55,10 +50,7 @@ impl VmSpec {
         ]);
         a.extend(["-append".into(), self.append.clone()]);
         a.extend(["-netdev".into(), "user,id=n0".into()]);
-        a.extend([
-            "-device".into(),
-            format!("{},netdev=n0,mac={}", self.nic_model, self.mac),
-        ]);
+        a.extend(["-device".into(), format!("{},netdev=n0,mac={}", self.nic_model, self.mac)]);
         a
     }
 }
@@ -86,25 +78,11 @@ impl Vm {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .context(
-                "starting qemu-system-x86_64 (Debian package qemu-system-x86; run ci/setup.sh)",
-            )?;
+            .context("starting qemu-system-x86_64 (Debian package qemu-system-x86; run ci/setup.sh)")?;
         let console = Arc::new((Mutex::new(Console::default()), Condvar::new()));
         for (stream, prefix) in [
-            (
-                child
-                    .stdout
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-                "",
-            ),
-            (
-                child
-                    .stderr
-                    .take()
-                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-                "qemu: ",
-            ),
+            (child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), ""),
+            (child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), "qemu: "),
         ] {
             let Some(stream) = stream else { continue };
             let c = console.clone();
@@ -118,10 +96,8 @@ impl Vm {
                     match r.read_until(b'\n', &mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {
-                            let line = format!(
-                                "{prefix}{}",
-                                String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n'])
-                            );
+                            let line =
+                                format!("{prefix}{}", String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']));
                             if echo {
                                 eprintln!("[{name}] {line}");
                             }
@@ -139,21 +115,12 @@ impl Vm {
             });
         }
         let stdin = child.stdin.take();
-        Ok(Vm {
-            child,
-            stdin,
-            console,
-            name: name.to_string(),
-        })
+        Ok(Vm { child, stdin, console, name: name.to_string() })
     }
 
     /// All console lines so far.
     pub fn lines(&self) -> Vec<String> {
-        self.console
-            .0
-            .lock()
-            .map(|g| g.lines.clone())
-            .unwrap_or_default()
+        self.console.0.lock().map(|g| g.lines.clone()).unwrap_or_default()
     }
 
     fn tail(&self, n: usize) -> String {
@@ -171,9 +138,7 @@ impl Vm {
     ) -> anyhow::Result<(usize, String)> {
         let deadline = Instant::now() + timeout;
         let (m, cv) = &*self.console;
-        let mut g = m
-            .lock()
-            .map_err(|_| anyhow::anyhow!("console lock poisoned"))?;
+        let mut g = m.lock().map_err(|_| anyhow::anyhow!("console lock poisoned"))?;
         loop {
             if let Some((i, l)) = g.lines.iter().enumerate().skip(from).find(|(_, l)| pred(l)) {
                 return Ok((i, l.clone()));
@@ -182,25 +147,13 @@ impl Vm {
             if g.closed || now >= deadline {
                 let why = if g.closed { "QEMU exited" } else { "timed out" };
                 drop(g);
-                bail!(
-                    "{}: {why} waiting for {what}; last console lines:\n{}",
-                    self.name,
-                    self.tail(60)
-                );
+                bail!("{}: {why} waiting for {what}; last console lines:\n{}", self.name, self.tail(60));
             }
-            g = cv
-                .wait_timeout(g, deadline - now)
-                .map_err(|_| anyhow::anyhow!("console lock poisoned"))?
-                .0;
+            g = cv.wait_timeout(g, deadline - now).map_err(|_| anyhow::anyhow!("console lock poisoned"))?.0;
         }
     }
 
-    pub fn wait_line(
-        &self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> anyhow::Result<String> {
+    pub fn wait_line(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> anyhow::Result<String> {
         self.wait_line_from(0, what, timeout, pred).map(|(_, l)| l)
     }
 
@@ -210,18 +163,14 @@ impl Vm {
         let line = self.wait_line(&format!("TRITON-EVENT {phase}"), timeout, |l| {
             l.contains("TRITON-EVENT {") && l.contains(&needle)
         })?;
-        let json = line
-            .split_once("TRITON-EVENT ")
-            .map(|(_, j)| j)
-            .unwrap_or_default();
+        let json = line.split_once("TRITON-EVENT ").map(|(_, j)| j).unwrap_or_default();
         serde_json::from_str(json).with_context(|| format!("parsing event line {line:?}"))
     }
 
     /// Types a line on the serial console.
     pub fn type_line(&mut self, text: &str) -> anyhow::Result<()> {
         let s = self.stdin.as_mut().context("console stdin closed")?;
-        s.write_all(format!("{text}\r").as_bytes())
-            .context("writing to the console")?;
+        s.write_all(format!("{text}\r").as_bytes()).context("writing to the console")?;
         s.flush().context("flushing the console")
     }
 
@@ -257,10 +206,7 @@ mod tests {
         let pos = |x: &str| a.iter().position(|v| v == x).expect(x);
         assert_eq!(a[pos("-append") + 1], "console=ttyS0 a=b");
         assert_eq!(a[pos("-accel") + 1], "tcg");
-        assert_eq!(
-            a[pos("-device") + 1],
-            "e1000,netdev=n0,mac=52:54:00:00:00:01"
-        );
+        assert_eq!(a[pos("-device") + 1], "e1000,netdev=n0,mac=52:54:00:00:00:01");
         assert_eq!(a[pos("-m") + 1], "2048");
     }
 }

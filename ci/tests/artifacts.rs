@@ -31,35 +31,17 @@ fn read(p: &Path) -> String {
 fn tarball_has_the_layout_sdcadm_and_booter_use() {
     let p = Platform::locate().expect("platform");
     let stamp = read(&p.dir.join("etc/version/platform")).trim().to_string();
-    assert!(
-        stamp.len() == 16 && stamp.starts_with('2') && stamp.ends_with('Z'),
-        "{stamp}"
-    );
+    assert!(stamp.len() == 16 && stamp.starts_with('2') && stamp.ends_with('Z'), "{stamp}");
     // install-platform.sh takes the stamp from the file name.
-    let tgz = p
-        .dir
-        .parent()
-        .expect("out")
-        .join(format!("platform-{stamp}.tgz"));
+    let tgz = p.dir.parent().expect("out").join(format!("platform-{stamp}.tgz"));
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(&tgz).expect("tgz"))
-        .read_to_end(&mut raw)
-        .expect("gunzip");
+    flate2::read::GzDecoder::new(std::fs::File::open(&tgz).expect("tgz")).read_to_end(&mut raw).expect("gunzip");
     let mut names = BTreeSet::new();
     for e in tar::Archive::new(&raw[..]).entries().expect("entries") {
         let e = e.expect("entry");
-        names.insert(
-            e.path()
-                .expect("path")
-                .to_string_lossy()
-                .trim_end_matches('/')
-                .to_string(),
-        );
+        names.insert(e.path().expect("path").to_string_lossy().trim_end_matches('/').to_string());
     }
-    let top: BTreeSet<&str> = names
-        .iter()
-        .map(|n| n.split('/').next().unwrap_or(""))
-        .collect();
+    let top: BTreeSet<&str> = names.iter().map(|n| n.split('/').next().unwrap_or("")).collect();
     assert_eq!(top, BTreeSet::from([format!("platform-{stamp}").as_str()]));
     for f in [
         "x86_64/vmlinuz",
@@ -73,10 +55,7 @@ fn tarball_has_the_layout_sdcadm_and_booter_use() {
         "etc/version/packages",
         "etc/version/buildinfo.json",
     ] {
-        assert!(
-            names.contains(&format!("platform-{stamp}/{f}")),
-            "missing {f} in {names:?}"
-        );
+        assert!(names.contains(&format!("platform-{stamp}/{f}")), "missing {f} in {names:?}");
     }
 }
 
@@ -85,10 +64,7 @@ fn version_files_agree() {
     let p = Platform::locate().expect("platform");
     let stamp = read(&p.dir.join("etc/version/platform")).trim().to_string();
     let osr = read(&p.dir.join("etc/version/os-release"));
-    assert!(
-        osr.contains(&format!("TRITON_RELEASE=\"{stamp}\"")),
-        "{osr}"
-    );
+    assert!(osr.contains(&format!("TRITON_RELEASE=\"{stamp}\"")), "{osr}");
     assert!(osr.contains("VERSION_CODENAME=trixie"), "{osr}");
     let gs: serde_json::Value =
         serde_json::from_str(&read(&p.dir.join("etc/version/gitstatus"))).expect("gitstatus json");
@@ -98,20 +74,12 @@ fn version_files_agree() {
     for want in ["zfsutils-linux", "lxc", "udev", "kmod", "nftables"] {
         assert!(names.contains(want), "package manifest lacks {want}");
     }
-    for bad in [
-        "zfs-dkms",
-        "dkms",
-        "gcc",
-        "build-essential",
-        "linux-headers-amd64",
-    ] {
+    for bad in ["zfs-dkms", "dkms", "gcc", "build-essential", "linux-headers-amd64"] {
         assert!(!names.contains(bad), "package manifest has {bad}");
     }
     let info = p.buildinfo().expect("buildinfo");
     assert_eq!(info["stamp"], stamp.as_str());
-    assert!(
-        names.contains(format!("linux-image-{}", info["kernel"].as_str().unwrap_or("?")).as_str())
-    );
+    assert!(names.contains(format!("linux-image-{}", info["kernel"].as_str().unwrap_or("?")).as_str()));
 }
 
 #[test]
@@ -131,17 +99,10 @@ fn squashfs_holds_the_runtime_and_no_build_tools() {
         .arg(p.x86("filesystem.squashfs"))
         .output()
         .expect("unsquashfs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let list = String::from_utf8_lossy(&out.stdout);
     let paths: BTreeSet<&str> = list.lines().map(str::trim).collect();
-    let kernel = p.buildinfo().expect("buildinfo")["kernel"]
-        .as_str()
-        .unwrap_or("?")
-        .to_string();
+    let kernel = p.buildinfo().expect("buildinfo")["kernel"].as_str().unwrap_or("?").to_string();
     for want in [
         "/usr/sbin/triton-init".to_string(),
         format!("/usr/lib/modules/{kernel}/updates/dkms/zfs.ko"),
@@ -174,23 +135,14 @@ fn squashfs_holds_the_runtime_and_no_build_tools() {
 #[test]
 fn initrd_is_our_init_with_stage1_modules_and_the_squashfs_hash() {
     let p = Platform::locate().expect("platform");
-    let cpio = zstd::stream::decode_all(std::fs::File::open(p.x86("initrd")).expect("initrd"))
-        .expect("zstd");
+    let cpio = zstd::stream::decode_all(std::fs::File::open(p.x86("initrd")).expect("initrd")).expect("zstd");
     let entries = initramfs::cpio::read_newc(&cpio).expect("newc");
-    let get = |n: &str| {
-        entries
-            .iter()
-            .find(|(p, _, _)| p == n)
-            .map(|(_, m, d)| (*m, d.clone()))
-    };
+    let get = |n: &str| entries.iter().find(|(p, _, _)| p == n).map(|(_, m, d)| (*m, d.clone()));
     let (mode, init) = get("init").expect("/init");
     assert_eq!(mode & 0o777, 0o755);
     assert!(init.starts_with(b"\x7fELF"));
     let hash = get(initramfs::SQUASHFS_HASH_PATH).expect("pinned hash").1;
-    assert_eq!(
-        String::from_utf8_lossy(&hash).trim(),
-        sha256(&p.x86("filesystem.squashfs"))
-    );
+    assert_eq!(String::from_utf8_lossy(&hash).trim(), sha256(&p.x86("filesystem.squashfs")));
     let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
     for m in [
         "virtio_net.ko",
@@ -207,18 +159,9 @@ fn initrd_is_our_init_with_stage1_modules_and_the_squashfs_hash() {
         "overlay.ko",
     ] {
         let builtin = names.iter().any(|n| n.ends_with("modules.builtin"))
-            && String::from_utf8_lossy(
-                &entries
-                    .iter()
-                    .find(|(n, _, _)| n.ends_with("modules.builtin"))
-                    .expect("b")
-                    .2,
-            )
-            .contains(&format!("/{m}\n"));
-        assert!(
-            builtin || names.iter().any(|n| n.ends_with(&format!("/{m}"))),
-            "initrd lacks {m}"
-        );
+            && String::from_utf8_lossy(&entries.iter().find(|(n, _, _)| n.ends_with("modules.builtin")).expect("b").2)
+                .contains(&format!("/{m}\n"));
+        assert!(builtin || names.iter().any(|n| n.ends_with(&format!("/{m}"))), "initrd lacks {m}");
     }
     // Stage 1 needs nothing from the rootfs: no zfs, no lxc in the initrd.
     assert!(!names.iter().any(|n| n.ends_with("/zfs.ko")));

@@ -34,22 +34,14 @@ fn spec(p: &Platform, mac: &str, nic: &str, fetch: &str) -> VmSpec {
 }
 
 fn no_panic(vm: &Vm) {
-    assert!(
-        !vm.saw(|l| l.contains("Kernel panic")),
-        "kernel panicked:\n{}",
-        vm.lines().join("\n")
-    );
+    assert!(!vm.saw(|l| l.contains("Kernel panic")), "kernel panicked:\n{}", vm.lines().join("\n"));
 }
 
 fn boots_to_stage2(nic: &str, mac: &str) {
     let p = Platform::locate().expect("platform");
     let info = p.buildinfo().expect("buildinfo");
     let http = HttpServer::serve_dir(&p.dir).expect("http");
-    let vm = Vm::start(
-        nic,
-        &spec(&p, mac, nic, &http.guest_url("x86_64/filesystem.squashfs")),
-    )
-    .expect("qemu");
+    let vm = Vm::start(nic, &spec(&p, mac, nic, &http.guest_url("x86_64/filesystem.squashfs"))).expect("qemu");
 
     let net = vm.wait_event("network", BOOT).expect("network event");
     assert_eq!(net["ok"], true, "{net}");
@@ -66,10 +58,7 @@ fn boots_to_stage2(nic: &str, mac: &str) {
     let zfs = ev["zfs"].as_str().expect("zfs version");
     let pkg = info["zfs"].as_str().expect("zfs package version");
     // /sys/module/zfs/version is "<upstream>-<debian revision>" of the package.
-    assert!(
-        pkg.starts_with(zfs.split('-').next().unwrap_or("?")),
-        "zfs module {zfs} vs package {pkg}"
-    );
+    assert!(pkg.starts_with(zfs.split('-').next().unwrap_or("?")), "zfs module {zfs} vs package {pkg}");
     no_panic(&vm);
 }
 
@@ -88,43 +77,20 @@ fn e1000_cn_boots_to_stage2_with_zfs() {
 fn stops_in_rescue(name: &str, mac: &str, serve: &Path, path: &str, phase: &str, message: &str) {
     let p = Platform::locate().expect("platform");
     let http = HttpServer::serve_dir(serve).expect("http");
-    let mut vm = Vm::start(
-        name,
-        &spec(&p, mac, "virtio-net-pci", &http.guest_url(path)),
-    )
-    .expect("qemu");
+    let mut vm = Vm::start(name, &spec(&p, mac, "virtio-net-pci", &http.guest_url(path))).expect("qemu");
     let ev = vm.wait_event(phase, BOOT).expect("phase event");
     assert_eq!(ev["ok"], false, "{ev}");
     let err = ev["error"].as_str().unwrap_or_default();
-    assert!(
-        err.contains(message),
-        "{phase} error {err:?} should say {message:?}"
-    );
-    let rescue = vm
-        .wait_event("rescue", Duration::from_secs(60))
-        .expect("rescue event");
-    assert!(
-        rescue["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(message),
-        "{rescue}"
-    );
-    vm.wait_line("rescue banner", Duration::from_secs(30), |l| {
-        l.contains("Starting a rescue shell")
-    })
-    .expect("banner");
+    assert!(err.contains(message), "{phase} error {err:?} should say {message:?}");
+    let rescue = vm.wait_event("rescue", Duration::from_secs(60)).expect("rescue event");
+    assert!(rescue["reason"].as_str().unwrap_or_default().contains(message), "{rescue}");
+    vm.wait_line("rescue banner", Duration::from_secs(30), |l| l.contains("Starting a rescue shell")).expect("banner");
     // The shell answers on the console.
     std::thread::sleep(Duration::from_secs(2));
     vm.type_line("echo RESCUE-$((20+22))").expect("type");
-    vm.wait_line("shell output", Duration::from_secs(60), |l| {
-        l.contains("RESCUE-42") && !l.contains("$((")
-    })
-    .expect("shell works");
-    assert!(
-        !vm.saw(|l| l.contains("\"phase\":\"stage2\"")),
-        "must not reach stage 2"
-    );
+    vm.wait_line("shell output", Duration::from_secs(60), |l| l.contains("RESCUE-42") && !l.contains("$(("))
+        .expect("shell works");
+    assert!(!vm.saw(|l| l.contains("\"phase\":\"stage2\"")), "must not reach stage 2");
     no_panic(&vm);
 }
 
@@ -134,25 +100,11 @@ fn squashfs_hash_mismatch_stops_in_rescue_shell() {
     let d = tempfile::tempdir().expect("tmp");
     // A squashfs that is not the one this initrd was built with.
     std::fs::copy(p.x86("initrd"), d.path().join("filesystem.squashfs")).expect("copy");
-    stops_in_rescue(
-        "mismatch",
-        "52:54:00:12:34:58",
-        d.path(),
-        "filesystem.squashfs",
-        "verify",
-        "sha256 mismatch",
-    );
+    stops_in_rescue("mismatch", "52:54:00:12:34:58", d.path(), "filesystem.squashfs", "verify", "sha256 mismatch");
 }
 
 #[test]
 fn failed_fetch_stops_in_rescue_shell() {
     let d = tempfile::tempdir().expect("tmp");
-    stops_in_rescue(
-        "nofetch",
-        "52:54:00:12:34:59",
-        d.path(),
-        "os/missing/filesystem.squashfs",
-        "fetch",
-        "404",
-    );
+    stops_in_rescue("nofetch", "52:54:00:12:34:59", d.path(), "os/missing/filesystem.squashfs", "fetch", "404");
 }

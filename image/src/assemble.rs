@@ -26,47 +26,32 @@ pub fn replace_file(dst: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
         Err(e) => return Err(e).with_context(|| format!("removing {}", dst.display())),
     }
     fs::write(dst, data).with_context(|| format!("writing {}", dst.display()))?;
-    fs::set_permissions(dst, fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {}", dst.display()))
+    fs::set_permissions(dst, fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", dst.display()))
 }
 
 /// Hard-link copy of `layer` at `staging`.
 pub fn link_copy(layer: &Path, staging: &Path) -> anyhow::Result<()> {
     remove_tree(staging)?;
-    host::run(
-        Command::new("cp")
-            .arg("-a")
-            .arg("--link")
-            .arg(layer)
-            .arg(staging),
-    )
-    .with_context(|| format!("copying the rootfs layer to {}", staging.display()))
+    host::run(Command::new("cp").arg("-a").arg("--link").arg(layer).arg(staging))
+        .with_context(|| format!("copying the rootfs layer to {}", staging.display()))
 }
 
 /// zfs modules built by dkms in the buildroot, decompressed and unsigned:
 /// (file name, contents).
 pub fn zfs_modules(buildroot: &Path, kver: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let dir = buildroot
-        .join("usr/lib/modules")
-        .join(kver)
-        .join("updates/dkms");
+    let dir = buildroot.join("usr/lib/modules").join(kver).join("updates/dkms");
     let mut out = Vec::new();
     let rd = fs::read_dir(&dir).with_context(|| {
-        format!("reading {}: dkms did not build zfs for {kver} in the buildroot (see the buildroot layer log)", dir.display())
+        format!(
+            "reading {}: dkms did not build zfs for {kver} in the buildroot (see the buildroot layer log)",
+            dir.display()
+        )
     })?;
     for e in rd {
-        let p = e
-            .with_context(|| format!("listing {}", dir.display()))?
-            .path();
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let p = e.with_context(|| format!("listing {}", dir.display()))?.path();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let raw = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-        let name = name
-            .trim_end_matches(".xz")
-            .trim_end_matches(".zst")
-            .to_string();
+        let name = name.trim_end_matches(".xz").trim_end_matches(".zst").to_string();
         let ko = initramfs::modules::decompress(&p, raw)?;
         if name.ends_with(".ko") {
             out.push((name, strip_module_signature(&ko).to_vec()));
@@ -84,10 +69,8 @@ pub fn apply_overlay(overlay: &Path, staging: &Path) -> anyhow::Result<Vec<Strin
     use std::os::unix::fs::PermissionsExt;
     let mut done = Vec::new();
     fn walk(base: &Path, dir: &Path, staging: &Path, done: &mut Vec<String>) -> anyhow::Result<()> {
-        let mut entries: Vec<_> = fs::read_dir(dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .flatten()
-            .collect();
+        let mut entries: Vec<_> =
+            fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let p = e.path();
@@ -103,8 +86,7 @@ pub fn apply_overlay(overlay: &Path, staging: &Path) -> anyhow::Result<Vec<Strin
             } else if md.file_type().is_symlink() {
                 let t = fs::read_link(&p)?;
                 let _ = fs::remove_file(&dst);
-                std::os::unix::fs::symlink(&t, &dst)
-                    .with_context(|| format!("symlink {}", dst.display()))?;
+                std::os::unix::fs::symlink(&t, &dst).with_context(|| format!("symlink {}", dst.display()))?;
                 done.push(rel.to_string_lossy().into_owned());
             } else {
                 let data = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
@@ -120,11 +102,8 @@ pub fn apply_overlay(overlay: &Path, staging: &Path) -> anyhow::Result<Vec<Strin
 
 /// `os-release` with `TRITON_RELEASE="<stamp>"` (replacing any earlier one).
 pub fn os_release_with_stamp(text: &str, stamp: &str) -> String {
-    let mut out: String = text
-        .lines()
-        .filter(|l| !l.starts_with("TRITON_RELEASE="))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let mut out: String =
+        text.lines().filter(|l| !l.starts_with("TRITON_RELEASE=")).map(|l| format!("{l}\n")).collect();
     out.push_str(&format!("TRITON_RELEASE=\"{stamp}\"\n"));
     out
 }
@@ -133,11 +112,7 @@ pub fn os_release_with_stamp(text: &str, stamp: &str) -> String {
 /// apt lists, docs, man pages or locales).
 pub fn audit(staging: &Path) -> Vec<String> {
     let mut bad = Vec::new();
-    let nonempty = |p: &Path| {
-        fs::read_dir(p)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    };
+    let nonempty = |p: &Path| fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(false);
     for rel in [
         "usr/bin/gcc",
         "usr/bin/cc",
@@ -152,22 +127,13 @@ pub fn audit(staging: &Path) -> Vec<String> {
             bad.push(rel.to_string());
         }
     }
-    for rel in [
-        "var/lib/apt/lists",
-        "usr/share/doc",
-        "usr/share/man",
-        "usr/share/locale",
-        "usr/share/info",
-    ] {
+    for rel in ["var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info"] {
         if nonempty(&staging.join(rel)) {
             bad.push(format!("{rel}/ (not empty)"));
         }
     }
     if let Ok(rd) = fs::read_dir(staging.join("usr/src")) {
-        bad.extend(
-            rd.flatten()
-                .map(|e| format!("usr/src/{}", e.file_name().to_string_lossy())),
-        );
+        bad.extend(rd.flatten().map(|e| format!("usr/src/{}", e.file_name().to_string_lossy())));
     }
     if let Ok(rd) = fs::read_dir(staging.join("usr/lib/locale")) {
         bad.extend(
@@ -187,31 +153,21 @@ pub fn depmod(staging: &Path, kver: &str) -> anyhow::Result<()> {
     if let Ok(rd) = fs::read_dir(&moddir) {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("modules.")
-                && !n.starts_with("modules.order")
-                && !n.starts_with("modules.builtin")
-            {
-                fs::remove_file(e.path())
-                    .with_context(|| format!("removing {}", e.path().display()))?;
+            if n.starts_with("modules.") && !n.starts_with("modules.order") && !n.starts_with("modules.builtin") {
+                fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
             }
         }
     }
-    host::run(
-        Command::new("bwrap")
-            .arg("--bind")
-            .arg(staging)
-            .arg("/")
-            .args([
-                "--dev",
-                "/dev",
-                "--proc",
-                "/proc",
-                "--",
-                "/usr/sbin/depmod",
-                "-a",
-                kver,
-            ]),
-    )
+    host::run(Command::new("bwrap").arg("--bind").arg(staging).arg("/").args([
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--",
+        "/usr/sbin/depmod",
+        "-a",
+        kver,
+    ]))
     .context("running depmod in the staging tree")
 }
 
@@ -236,11 +192,7 @@ pub fn install(
         let b = fs::read(p).with_context(|| format!("reading {}", p.display()))?;
         replace_file(&staging.join(rel), &b, 0o755)?;
     }
-    let overlaid = if overlay.is_dir() {
-        apply_overlay(overlay, staging)?
-    } else {
-        Vec::new()
-    };
+    let overlaid = if overlay.is_dir() { apply_overlay(overlay, staging)? } else { Vec::new() };
     let osr = staging.join("usr/lib/os-release");
     let text = fs::read_to_string(&osr).with_context(|| format!("reading {}", osr.display()))?;
     replace_file(&osr, os_release_with_stamp(&text, stamp).as_bytes(), 0o644)?;
@@ -288,12 +240,7 @@ mod tests {
         let bad = audit(s);
         assert_eq!(
             bad,
-            [
-                "usr/bin/gcc",
-                "usr/share/man/ (not empty)",
-                "usr/src/linux-headers-6.12",
-                "usr/lib/locale/de_DE.utf8"
-            ]
+            ["usr/bin/gcc", "usr/share/man/ (not empty)", "usr/src/linux-headers-6.12", "usr/lib/locale/de_DE.utf8"]
         );
     }
 
@@ -310,9 +257,6 @@ mod tests {
         let done = apply_overlay(&o, &s).expect("overlay");
         assert_eq!(done, ["etc/modprobe.d/l.conf", "etc/modprobe.d/zfs.conf"]);
         assert!(!s.join("README.md").exists());
-        assert_eq!(
-            fs::read_link(s.join("etc/modprobe.d/l.conf")).expect("link"),
-            Path::new("zfs.conf")
-        );
+        assert_eq!(fs::read_link(s.join("etc/modprobe.d/l.conf")).expect("link"), Path::new("zfs.conf"));
     }
 }

@@ -58,23 +58,15 @@ pub fn source_root() -> anyhow::Result<PathBuf> {
     let candidates = [std::env::current_dir().ok(), Some(compiled)];
     for c in candidates.into_iter().flatten() {
         if c.join("image/mkosi/rootfs/mkosi.conf").is_file() {
-            return c
-                .canonicalize()
-                .with_context(|| format!("resolving {}", c.display()));
+            return c.canonicalize().with_context(|| format!("resolving {}", c.display()));
         }
     }
     bail!("run this from the root of the platform checkout (no image/mkosi/rootfs/mkosi.conf here)")
 }
 
 fn artifact(p: &Path) -> anyhow::Result<Artifact> {
-    let bytes = fs::metadata(p)
-        .with_context(|| format!("stat {}", p.display()))?
-        .len();
-    Ok(Artifact {
-        path: p.to_path_buf(),
-        bytes,
-        sha256: sha256_file(p)?,
-    })
+    let bytes = fs::metadata(p).with_context(|| format!("stat {}", p.display()))?.len();
+    Ok(Artifact { path: p.to_path_buf(), bytes, sha256: sha256_file(p)? })
 }
 
 fn write(p: &Path, data: &[u8]) -> anyhow::Result<()> {
@@ -93,6 +85,8 @@ pub struct Internal {
     /// instead of the shared cache (tools tree and downloaded packages are
     /// still shared).
     pub layer_cache: Option<PathBuf>,
+    /// Build this checkout instead of the one the builder belongs to.
+    pub src: Option<PathBuf>,
 }
 
 pub fn run(args: &BuildArgs) -> anyhow::Result<Summary> {
@@ -101,7 +95,10 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<Summary> {
 
 pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary> {
     let mut t = Timings::default();
-    let src = source_root()?;
+    let src = match &internal.src {
+        Some(s) => s.clone(),
+        None => source_root()?,
+    };
     let cache = Cache::new(&args.cache);
     host::preflight(host::TOOLS, &cache.mkosi())?;
     cache.create()?;
@@ -112,19 +109,11 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
         "building platform {} from {}{}",
         source.stamp,
         &source.commit[..12.min(source.commit.len())],
-        if source.dirty {
-            " (with uncommitted changes)"
-        } else {
-            ""
-        }
+        if source.dirty { " (with uncommitted changes)" } else { "" }
     );
 
-    let layers_dir = internal
-        .layer_cache
-        .clone()
-        .unwrap_or_else(|| cache.layers());
-    fs::create_dir_all(&layers_dir)
-        .with_context(|| format!("creating {}", layers_dir.display()))?;
+    let layers_dir = internal.layer_cache.clone().unwrap_or_else(|| cache.layers());
+    fs::create_dir_all(&layers_dir).with_context(|| format!("creating {}", layers_dir.display()))?;
     let mk = Mkosi {
         mkosi_dir: cache.mkosi(),
         config_root: src.join("image/mkosi"),
@@ -132,24 +121,18 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
         layers: layers_dir,
     };
 
-    let (buildroot, br_built) = stage(&mut t, "buildroot layer (trixie + dkms zfs)", || {
-        mk.ensure("buildroot", &[], &[], args.refresh)
-    })?;
+    let (buildroot, br_built) =
+        stage(&mut t, "buildroot layer (trixie + dkms zfs)", || mk.ensure("buildroot", &[], &[], args.refresh))?;
     let br_pkgs = installed_packages(&buildroot)?;
     let (kernel_pkg, zfs_pkg) = layers::buildroot_pins(&br_pkgs)?;
-    let pins = [
-        format!("{}={}", kernel_pkg.name, kernel_pkg.version),
-        format!("zfsutils-linux={}", zfs_pkg.version),
-    ];
+    let pins = [format!("{}={}", kernel_pkg.name, kernel_pkg.version), format!("zfsutils-linux={}", zfs_pkg.version)];
     let (rootfs, rf_built) = stage(&mut t, "rootfs layer (runtime packages)", || {
         mk.ensure("rootfs", &[&pins[0], &pins[1]], &pins, args.refresh)
     })?;
 
-    let bins = stage(
-        &mut t,
-        "runtime binaries (cargo in the trixie buildroot)",
-        || runtime::build(&src, &buildroot, &cache.cargo_target(), &cache.logs()),
-    )?;
+    let bins = stage(&mut t, "runtime binaries (cargo in the trixie buildroot)", || {
+        runtime::build(&src, &buildroot, &cache.cargo_target(), &cache.logs())
+    })?;
 
     let kver = modules_dir_version(&rootfs)?;
     let tag = format!("{}-{}", source.stamp, std::process::id());
@@ -158,34 +141,19 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
         let (zfs, packages) = stage(&mut t, "assemble rootfs", || {
             assemble::link_copy(&rootfs, &staging)?;
             let zfs = assemble::zfs_modules(&buildroot, &kver)?;
-            assemble::install(
-                &staging,
-                &kver,
-                &zfs,
-                &bins,
-                &src.join("rootfs-overlay"),
-                &source.stamp,
-            )?;
+            assemble::install(&staging, &kver, &zfs, &bins, &src.join("rootfs-overlay"), &source.stamp)?;
             assemble::depmod(&staging, &kver)?;
             let bad = assemble::audit(&staging);
             if !bad.is_empty() {
-                bail!(
-                    "the root filesystem holds what must not ship:\n  {}",
-                    bad.join("\n  ")
-                );
+                bail!("the root filesystem holds what must not ship:\n  {}", bad.join("\n  "));
             }
             Ok((zfs, installed_packages(&staging)?))
         })?;
 
         let vmlinuz_src = rootfs.join("usr/lib/modules").join(&kver).join("vmlinuz");
         let kernel = stage(&mut t, "check kernel versions", || {
-            let img = fs::read(&vmlinuz_src)
-                .with_context(|| format!("reading {}", vmlinuz_src.display()))?;
-            let zfs_ko = zfs
-                .iter()
-                .find(|(n, _)| n == "zfs.ko")
-                .map(|(_, b)| b.as_slice())
-                .unwrap_or_default();
+            let img = fs::read(&vmlinuz_src).with_context(|| format!("reading {}", vmlinuz_src.display()))?;
+            let zfs_ko = zfs.iter().find(|(n, _)| n == "zfs.ko").map(|(_, b)| b.as_slice()).unwrap_or_default();
             let v = KernelVersions {
                 vmlinuz: bzimage_version(&img)
                     .with_context(|| format!("reading the version of {}", vmlinuz_src.display()))?,
@@ -195,8 +163,7 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
             Ok(v.check()?.to_string())
         })?;
 
-        fs::create_dir_all(&args.out)
-            .with_context(|| format!("creating {}", args.out.display()))?;
+        fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
         let out = args.out.canonicalize().context("output directory")?;
         let name = format!("platform-{}", source.stamp);
         let tmp_dir = out.join(format!(".tmp-{name}"));
@@ -206,18 +173,12 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
 
         let squashfs = x86.join("filesystem.squashfs");
         stage(&mut t, "filesystem.squashfs (mksquashfs zstd)", || {
-            pack::mksquashfs(
-                &staging,
-                &squashfs,
-                source.source_date_epoch,
-                &cache.logs().join("mksquashfs.log"),
-            )
+            pack::mksquashfs(&staging, &squashfs, source.source_date_epoch, &cache.logs().join("mksquashfs.log"))
         })?;
         let squash_sha = sha256_file(&squashfs)?;
 
         let initrd = x86.join("initrd");
-        let os_release =
-            fs::read_to_string(staging.join("usr/lib/os-release")).context("reading os-release")?;
+        let os_release = fs::read_to_string(staging.join("usr/lib/os-release")).context("reading os-release")?;
         let busybox = buildroot.join("usr/bin/busybox");
         let summary_initrd = stage(&mut t, "initrd (our init + stage-1 modules)", || {
             let spec = initramfs::InitrdSpec {
@@ -228,8 +189,7 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
                 squashfs_sha256: &squash_sha,
                 module_list: initramfs::build::DEFAULT_MODULE_LIST,
                 os_release: &os_release,
-                mtime: u32::try_from(source.source_date_epoch)
-                    .context("SOURCE_DATE_EPOCH beyond 2106")?,
+                mtime: u32::try_from(source.source_date_epoch).context("SOURCE_DATE_EPOCH beyond 2106")?,
                 zstd_level: INITRD_ZSTD_LEVEL,
             };
             Ok(initramfs::build_initrd(&spec, &initrd)?)
@@ -245,35 +205,15 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
         let toolchain = host::output(Command::new("rustc").arg("-V")).unwrap_or_default();
         let artifacts = stage(&mut t, "pack platform tarball", || {
             fs::copy(&vmlinuz_src, x86.join("vmlinuz")).context("copying vmlinuz")?;
-            write(
-                &x86.join("filesystem.squashfs.hash"),
-                pack::hash_file_text(&squash_sha).as_bytes(),
-            )?;
-            write(
-                &x86.join("initrd.hash"),
-                pack::hash_file_text(&sha256_file(&initrd)?).as_bytes(),
-            )?;
+            write(&x86.join("filesystem.squashfs.hash"), pack::hash_file_text(&squash_sha).as_bytes())?;
+            write(&x86.join("initrd.hash"), pack::hash_file_text(&sha256_file(&initrd)?).as_bytes())?;
             let ver = tmp_dir.join("etc/version");
-            write(
-                &ver.join("platform"),
-                format!("{}\n", source.stamp).as_bytes(),
-            )?;
+            write(&ver.join("platform"), format!("{}\n", source.stamp).as_bytes())?;
             write(&ver.join("os-release"), os_release.as_bytes())?;
-            write(
-                &ver.join("gitstatus"),
-                serde_json::to_string_pretty(&source.gitstatus())?.as_bytes(),
-            )?;
-            write(
-                &ver.join("packages"),
-                package_manifest(&packages).as_bytes(),
-            )?;
-            let info = build_info(
-                &source, &src, &mk, &kernel, &zfs_pkg, &staging, &toolchain, &pins,
-            )?;
-            write(
-                &ver.join("buildinfo.json"),
-                serde_json::to_string_pretty(&info)?.as_bytes(),
-            )?;
+            write(&ver.join("gitstatus"), serde_json::to_string_pretty(&source.gitstatus())?.as_bytes())?;
+            write(&ver.join("packages"), package_manifest(&packages).as_bytes())?;
+            let info = build_info(&source, &src, &mk, &kernel, &zfs_pkg, &staging, &toolchain, &pins)?;
+            write(&ver.join("buildinfo.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
             let final_dir = out.join(&name);
             remove_tree(&final_dir)?;
             fs::rename(&tmp_dir, &final_dir).context("moving the platform directory into place")?;
@@ -297,27 +237,15 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
             artifacts,
             platform_dir: out.join(&name),
             layers: vec![
-                LayerInfo {
-                    name: "buildroot".into(),
-                    path: buildroot.clone(),
-                    built: br_built,
-                },
-                LayerInfo {
-                    name: "rootfs".into(),
-                    path: rootfs.clone(),
-                    built: rf_built,
-                },
+                LayerInfo { name: "buildroot".into(), path: buildroot.clone(), built: br_built },
+                LayerInfo { name: "rootfs".into(), path: rootfs.clone(), built: rf_built },
             ],
             initrd_modules: summary_initrd.modules,
             packages: packages.len(),
             timings: t.clone(),
             staging: internal.keep_staging.then(|| staging.clone()),
         };
-        fs::write(
-            out.join("summary.json"),
-            serde_json::to_string_pretty(&summary)?,
-        )
-        .context("writing summary.json")?;
+        fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)?).context("writing summary.json")?;
         Ok(summary)
     })();
     if !internal.keep_staging || result.is_err() {
@@ -336,9 +264,7 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
 
 /// One `name version arch` line per installed package.
 pub fn package_manifest(pkgs: &[Package]) -> String {
-    pkgs.iter()
-        .map(|p| format!("{}\t{}\t{}\n", p.name, p.version, p.arch))
-        .collect()
+    pkgs.iter().map(|p| format!("{}\t{}\t{}\n", p.name, p.version, p.arch)).collect()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -14,34 +14,17 @@ pub struct Tool {
 }
 
 pub const TOOLS: &[Tool] = &[
-    Tool {
-        program: "mksquashfs",
-        package: "squashfs-tools",
-    },
-    Tool {
-        program: "bwrap",
-        package: "bubblewrap",
-    },
-    Tool {
-        program: "python3",
-        package: "python3",
-    },
-    Tool {
-        program: "git",
-        package: "git",
-    },
-    Tool {
-        program: "cargo",
-        package: "the Rust toolchain (rustup)",
-    },
+    Tool { program: "mksquashfs", package: "squashfs-tools" },
+    Tool { program: "bwrap", package: "bubblewrap" },
+    Tool { program: "python3", package: "python3" },
+    Tool { program: "git", package: "git" },
+    Tool { program: "cargo", package: "the Rust toolchain (rustup)" },
 ];
 
 /// Looks `program` up on PATH.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
 }
 
 /// Fails naming every missing tool and its package.
@@ -51,20 +34,11 @@ pub fn preflight(tools: &[Tool], mkosi_dir: &Path) -> anyhow::Result<()> {
         .filter(|t| which(t.program).is_none())
         .map(|t| format!("{} (Debian package {})", t.program, t.package))
         .collect();
-    if !mkosi_dir
-        .join("usr/lib/python3/dist-packages/mkosi/__init__.py")
-        .is_file()
-    {
-        missing.push(format!(
-            "mkosi 25 from Debian trixie, unpacked at {}",
-            mkosi_dir.display()
-        ));
+    if !mkosi_dir.join("usr/lib/python3/dist-packages/mkosi/__init__.py").is_file() {
+        missing.push(format!("mkosi 25 from Debian trixie, unpacked at {}", mkosi_dir.display()));
     }
     if !missing.is_empty() {
-        bail!(
-            "missing host tools:\n  {}\nRun `sudo bash ci/setup.sh` once to install them.",
-            missing.join("\n  ")
-        );
+        bail!("missing host tools:\n  {}\nRun `sudo bash ci/setup.sh` once to install them.", missing.join("\n  "));
     }
     Ok(())
 }
@@ -89,8 +63,7 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 /// the last lines of the log.
 pub fn run_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<()> {
     let shown = format!("{cmd:?}");
-    let f =
-        std::fs::File::create(log).with_context(|| format!("creating log {}", log.display()))?;
+    let f = std::fs::File::create(log).with_context(|| format!("creating log {}", log.display()))?;
     let f2 = f.try_clone().context("dup log fd")?;
     let status = cmd
         .stdin(Stdio::null())
@@ -100,19 +73,8 @@ pub fn run_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("starting {shown}"))?;
     if !status.success() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = text
-            .lines()
-            .rev()
-            .take(25)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        bail!(
-            "{shown} failed ({status}); last lines of {}:\n{}",
-            log.display(),
-            tail.join("\n")
-        );
+        let tail: Vec<&str> = text.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!("{shown} failed ({status}); last lines of {}:\n{}", log.display(), tail.join("\n"));
     }
     Ok(())
 }
@@ -120,16 +82,9 @@ pub fn run_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<()> {
 /// Runs `cmd` and returns its stdout.
 pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("starting {shown}"))?;
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("starting {shown}"))?;
     if !out.status.success() {
-        bail!(
-            "{shown} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{shown} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -141,25 +96,16 @@ mod tests {
     #[test]
     fn missing_tool_names_its_package() {
         let d = tempfile::tempdir().expect("tmp");
-        let tools = [Tool {
-            program: "definitely-not-a-tool-xyz",
-            package: "xyz-tools",
-        }];
-        let e = preflight(&tools, d.path())
-            .expect_err("missing")
-            .to_string();
-        assert!(
-            e.contains("xyz-tools") && e.contains("mkosi") && e.contains("ci/setup.sh"),
-            "{e}"
-        );
+        let tools = [Tool { program: "definitely-not-a-tool-xyz", package: "xyz-tools" }];
+        let e = preflight(&tools, d.path()).expect_err("missing").to_string();
+        assert!(e.contains("xyz-tools") && e.contains("mkosi") && e.contains("ci/setup.sh"), "{e}");
     }
 
     #[test]
     fn failing_command_shows_log_tail() {
         let d = tempfile::tempdir().expect("tmp");
         let log = d.path().join("log");
-        let e = run_logged(Command::new("sh").args(["-c", "echo boom; exit 3"]), &log)
-            .expect_err("fails");
+        let e = run_logged(Command::new("sh").args(["-c", "echo boom; exit 3"]), &log).expect_err("fails");
         assert!(e.to_string().contains("boom"), "{e}");
     }
 }

@@ -33,9 +33,7 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(root: &Path) -> Cache {
-        Cache {
-            root: root.to_path_buf(),
-        }
+        Cache { root: root.to_path_buf() }
     }
     pub fn mkosi(&self) -> PathBuf {
         self.root.join("tools/mkosi")
@@ -57,15 +55,8 @@ impl Cache {
     }
 
     pub fn create(&self) -> anyhow::Result<()> {
-        for d in [
-            self.layers(),
-            self.pkgcache(),
-            self.work(),
-            self.logs(),
-            self.cargo_target(),
-        ] {
-            fs::create_dir_all(&d)
-                .with_context(|| format!("creating cache directory {}", d.display()))?;
+        for d in [self.layers(), self.pkgcache(), self.work(), self.logs(), self.cargo_target()] {
+            fs::create_dir_all(&d).with_context(|| format!("creating cache directory {}", d.display()))?;
         }
         Ok(())
     }
@@ -76,8 +67,7 @@ impl Cache {
         let f = fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
         if f.try_lock().is_err() {
             eprintln!("waiting for another build holding {}", p.display());
-            f.lock()
-                .with_context(|| format!("locking {}", p.display()))?;
+            f.lock().with_context(|| format!("locking {}", p.display()))?;
         }
         Ok(f)
     }
@@ -101,12 +91,7 @@ pub fn remove_tree(p: &Path) -> anyhow::Result<()> {
     if !p.exists() && p.symlink_metadata().is_err() {
         return Ok(());
     }
-    host::run(
-        Command::new("rm")
-            .arg("-rf")
-            .arg("--one-file-system")
-            .arg(p),
-    )
+    host::run(Command::new("rm").arg("-rf").arg("--one-file-system").arg(p))
 }
 
 /// How to run mkosi for one layer.
@@ -136,21 +121,14 @@ impl Mkosi {
 
     pub fn version(&self) -> String {
         let dist = self.mkosi_dir.join("usr/lib/python3/dist-packages");
-        host::output(Command::new("python3").env("PYTHONPATH", &dist).args([
-            "-m",
-            "mkosi",
-            "--version",
-        ]))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+        host::output(Command::new("python3").env("PYTHONPATH", &dist).args(["-m", "mkosi", "--version"]))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into())
     }
 
     /// The cached tools tree, if built.
     pub fn tools_tree(&self) -> anyhow::Result<(PathBuf, bool)> {
-        let p = self
-            .cache
-            .layers()
-            .join(format!("tools-{}", self.tools_key()?));
+        let p = self.cache.layers().join(format!("tools-{}", self.tools_key()?));
         let ok = p.join("usr/bin").is_dir();
         Ok((p, ok))
     }
@@ -160,14 +138,7 @@ impl Mkosi {
     pub fn key(&self, layer: &str, extra: &[&str]) -> anyhow::Result<String> {
         let mut e = vec![LAYER_FORMAT, layer];
         e.extend_from_slice(extra);
-        digest_inputs(
-            &[
-                self.config_root.join(layer),
-                self.config_root.join("common.conf"),
-                self.sandbox(),
-            ],
-            &e,
-        )
+        digest_inputs(&[self.config_root.join(layer), self.config_root.join("common.conf"), self.sandbox()], &e)
     }
 
     /// Returns the layer directory, building it if it is not cached (or
@@ -198,20 +169,11 @@ impl Mkosi {
             .args(["-m", "mkosi", "-C"])
             .arg(self.config_root.join(layer))
             .arg(format!("--sandbox-tree={}", self.sandbox().display()))
-            .arg(format!(
-                "--tools-tree-sandbox-tree={}",
-                self.sandbox().display()
-            ))
-            .arg(format!(
-                "--package-cache-dir={}",
-                self.cache.pkgcache().display()
-            ))
+            .arg(format!("--tools-tree-sandbox-tree={}", self.sandbox().display()))
+            .arg(format!("--package-cache-dir={}", self.cache.pkgcache().display()))
             .arg(format!("--output-directory={}", tmp.display()))
             .arg(format!("--output={layer}"))
-            .arg(format!(
-                "--workspace-directory={}",
-                self.cache.work().display()
-            ))
+            .arg(format!("--workspace-directory={}", self.cache.work().display()))
             .arg(format!("--source-date-epoch={LAYER_EPOCH}"));
         if tools_ok {
             cmd.arg(format!("--tools-tree={}", tools.display()));
@@ -239,8 +201,7 @@ impl Mkosi {
             fs::rename(tmp.join("tools"), &tools).context("caching the tools tree")?;
         }
         remove_tree(&dest)?;
-        fs::rename(tmp.join(layer), &dest)
-            .with_context(|| format!("moving the {layer} layer into the cache"))?;
+        fs::rename(tmp.join(layer), &dest).with_context(|| format!("moving the {layer} layer into the cache"))?;
         remove_tree(&tmp)?;
         Ok((dest, true))
     }
@@ -275,11 +236,7 @@ pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
         if field("Status") != "install ok installed" {
             continue;
         }
-        out.push(Package {
-            name: field("Package"),
-            version: field("Version"),
-            arch: field("Architecture"),
-        });
+        out.push(Package { name: field("Package"), version: field("Version"), arch: field("Architecture") });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -289,21 +246,12 @@ pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
 pub fn buildroot_pins(pkgs: &[Package]) -> anyhow::Result<(Package, Package)> {
     let kernels: Vec<&Package> = pkgs
         .iter()
-        .filter(|p| {
-            p.name.starts_with("linux-image-")
-                && p.name.chars().nth(12).is_some_and(|c| c.is_ascii_digit())
-        })
+        .filter(|p| p.name.starts_with("linux-image-") && p.name.chars().nth(12).is_some_and(|c| c.is_ascii_digit()))
         .collect();
     let [kernel] = kernels.as_slice() else {
-        bail!(
-            "the buildroot must have exactly one linux-image-<version> package, found {}",
-            kernels.len()
-        );
+        bail!("the buildroot must have exactly one linux-image-<version> package, found {}", kernels.len());
     };
-    let zfs = pkgs
-        .iter()
-        .find(|p| p.name == "zfs-dkms")
-        .context("zfs-dkms is not installed in the buildroot")?;
+    let zfs = pkgs.iter().find(|p| p.name == "zfs-dkms").context("zfs-dkms is not installed in the buildroot")?;
     Ok(((*kernel).clone(), zfs.clone()))
 }
 
@@ -321,11 +269,7 @@ Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 
         let p = parse_dpkg_status(STATUS);
         assert_eq!(
             p.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
-            [
-                "linux-image-6.12.118+deb13-amd64",
-                "linux-image-amd64",
-                "zfs-dkms"
-            ]
+            ["linux-image-6.12.118+deb13-amd64", "linux-image-amd64", "zfs-dkms"]
         );
         let (k, z) = buildroot_pins(&p).expect("pins");
         assert_eq!(k.name, "linux-image-6.12.118+deb13-amd64");
@@ -372,23 +316,10 @@ sys.exit(100)
             cache: cache.clone(),
             layers: cache.layers(),
         };
-        let err = format!(
-            "{:#}",
-            mk.ensure("rootfs", &[], &[], false).expect_err("fails")
-        );
-        assert!(
-            err.contains("Failed to fetch") && err.contains("archive could not be reached"),
-            "{err}"
-        );
-        let left: Vec<_> = fs::read_dir(cache.layers())
-            .expect("ls")
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert!(
-            left.is_empty(),
-            "nothing may look like a layer after a failure: {left:?}"
-        );
+        let err = format!("{:#}", mk.ensure("rootfs", &[], &[], false).expect_err("fails"));
+        assert!(err.contains("Failed to fetch") && err.contains("archive could not be reached"), "{err}");
+        let left: Vec<_> = fs::read_dir(cache.layers()).expect("ls").flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "nothing may look like a layer after a failure: {left:?}");
 
         // The same cache then builds fine once the archive is back.
         let ok = r#"
@@ -398,10 +329,7 @@ if "--version" in sys.argv:
 out = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--output-directory=")][0]
 os.makedirs(os.path.join(out, "rootfs", "usr", "bin"), exist_ok=True)
 "#;
-        let mk = Mkosi {
-            mkosi_dir: fake_mkosi(&d.path().join("v2"), ok),
-            ..mk
-        };
+        let mk = Mkosi { mkosi_dir: fake_mkosi(&d.path().join("v2"), ok), ..mk };
         let (layer, built) = mk.ensure("rootfs", &[], &[], false).expect("builds");
         assert!(built && layer.join("usr/bin").is_dir());
         let (again, built) = mk.ensure("rootfs", &[], &[], false).expect("cached");

@@ -20,23 +20,9 @@ pub fn mksquashfs(staging: &Path, out: &Path, epoch: i64, log: &Path) -> anyhow:
         Command::new("mksquashfs")
             .arg(staging)
             .arg(out)
-            .args([
-                "-noappend",
-                "-no-progress",
-                "-comp",
-                "zstd",
-                "-Xcompression-level",
-            ])
+            .args(["-noappend", "-no-progress", "-comp", "zstd", "-Xcompression-level"])
             .arg(SQUASHFS_ZSTD_LEVEL.to_string())
-            .args([
-                "-b",
-                "1M",
-                "-reproducible",
-                "-mkfs-time",
-                &e,
-                "-all-time",
-                &e,
-            ]),
+            .args(["-b", "1M", "-reproducible", "-mkfs-time", &e, "-all-time", &e]),
         log,
     )
     .context("mksquashfs (a full disk shows here as a write error)")
@@ -51,19 +37,13 @@ pub fn hash_file_text(sha256: &str) -> String {
 /// directory): entries sorted, owned by root, every mtime `epoch`, gzip header
 /// without name or time. Same input, same bytes.
 pub fn write_tarball(dir: &Path, out: &Path, epoch: i64) -> anyhow::Result<()> {
-    let top = dir
-        .file_name()
-        .context("tarball directory has no name")?
-        .to_string_lossy()
-        .into_owned();
+    let top = dir.file_name().context("tarball directory has no name")?.to_string_lossy().into_owned();
     let mut files = Vec::new();
     collect(dir, &mut files).with_context(|| format!("listing {}", dir.display()))?;
     files.sort();
     let tmp = out.with_extension("tgz.tmp");
     let f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(f, flate2::Compression::default());
+    let gz = flate2::GzBuilder::new().mtime(0).write(f, flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Deterministic);
     let mut dirs_done = std::collections::BTreeSet::new();
@@ -90,10 +70,7 @@ pub fn write_tarball(dir: &Path, out: &Path, epoch: i64) -> anyhow::Result<()> {
             .with_context(|| format!("adding {} to the tarball", rel.display()))?;
     }
     let gz = tar.into_inner().context("finishing the tar stream")?;
-    gz.finish()
-        .context("finishing gzip")?
-        .sync_all()
-        .context("syncing the tarball")?;
+    gz.finish().context("finishing gzip")?.sync_all().context("syncing the tarball")?;
     fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
     Ok(())
 }
@@ -146,9 +123,7 @@ mod tests {
         assert_eq!(fs::read(&a).expect("a"), fs::read(&b).expect("b"));
 
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(fs::File::open(&a).expect("open"))
-            .read_to_end(&mut raw)
-            .expect("gunzip");
+        flate2::read::GzDecoder::new(fs::File::open(&a).expect("open")).read_to_end(&mut raw).expect("gunzip");
         let mut ar = tar::Archive::new(&raw[..]);
         let mut names = Vec::new();
         for e in ar.entries().expect("entries") {
@@ -157,12 +132,7 @@ mod tests {
             assert_eq!(e.header().uid().expect("uid"), 0);
             names.push(e.path().expect("path").to_string_lossy().into_owned());
         }
-        assert!(
-            names
-                .iter()
-                .all(|n| n.starts_with("platform-20250101T000000Z")),
-            "{names:?}"
-        );
+        assert!(names.iter().all(|n| n.starts_with("platform-20250101T000000Z")), "{names:?}");
         assert!(names.contains(&"platform-20250101T000000Z/x86_64/vmlinuz".to_string()));
         assert!(names.contains(&"platform-20250101T000000Z/etc/version/platform".to_string()));
     }

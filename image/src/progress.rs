@@ -16,11 +16,7 @@ impl Timings {
 }
 
 /// Runs `f` as a named stage.
-pub fn stage<T>(
-    t: &mut Timings,
-    name: &str,
-    f: impl FnOnce() -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
+pub fn stage<T>(t: &mut Timings, name: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     let start = Instant::now();
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new_spinner();

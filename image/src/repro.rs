@@ -7,12 +7,16 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use std::process::Command;
 
-use crate::build::{run_with, Internal, Summary};
+use anyhow::Context;
+
+use crate::build::{run_with, source_root, Internal, Summary};
 use crate::cli::BuildArgs;
+use crate::host;
 use crate::layers::remove_tree;
 use crate::source::sha256_file;
+use crate::source::Source;
 
 fn tree_digests(root: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
@@ -41,11 +45,7 @@ pub fn diff_trees(a: &Path, b: &Path) -> anyhow::Result<Vec<String>> {
     let mut keys: Vec<&String> = da.keys().chain(db.keys()).collect();
     keys.sort();
     keys.dedup();
-    Ok(keys
-        .into_iter()
-        .filter(|k| da.get(*k) != db.get(*k))
-        .cloned()
-        .collect())
+    Ok(keys.into_iter().filter(|k| da.get(*k) != db.get(*k)).cloned().collect())
 }
 
 fn compare(a: &Summary, b: &Summary) -> Vec<String> {
@@ -54,52 +54,59 @@ fn compare(a: &Summary, b: &Summary) -> Vec<String> {
         if x.sha256 != y.sha256 {
             diffs.push(format!(
                 "{}: {} vs {}",
-                x.path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                x.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
                 x.sha256,
                 y.sha256
             ));
         }
     }
     if a.tarball.sha256 != b.tarball.sha256 {
-        diffs.push(format!(
-            "tarball: {} vs {}",
-            a.tarball.sha256, b.tarball.sha256
-        ));
+        diffs.push(format!("tarball: {} vs {}", a.tarball.sha256, b.tarball.sha256));
     }
     diffs
 }
 
+/// A clean checkout of HEAD (a detached git worktree), removed when dropped.
+struct Worktree {
+    repo: PathBuf,
+    path: PathBuf,
+}
+
+impl Worktree {
+    fn add(repo: &Path, path: &Path) -> anyhow::Result<Worktree> {
+        let _ = remove_tree(path);
+        let git = |args: &[&str]| {
+            let mut c = Command::new("git");
+            c.arg("-C").arg(repo).args(args);
+            c
+        };
+        let _ = host::run(&mut git(&["worktree", "prune"]));
+        host::run(git(&["worktree", "add", "--detach", "--force"]).arg(path).arg("HEAD"))
+            .context("checking out HEAD for the reproducibility builds")?;
+        Ok(Worktree { repo: repo.to_path_buf(), path: path.to_path_buf() })
+    }
+}
+
+impl Drop for Worktree {
+    fn drop(&mut self) {
+        let _ = host::run(
+            Command::new("git").arg("-C").arg(&self.repo).args(["worktree", "remove", "--force"]).arg(&self.path),
+        );
+    }
+}
+
 pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
-    let out_a = args.out.join("repro-a");
-    let out_b = args.out.join("repro-b");
+    let repo = source_root()?;
+    if Source::discover(&repo)?.dirty {
+        eprintln!("note: uncommitted changes are not part of this check; it builds HEAD");
+    }
+    let wt = Worktree::add(&repo, &args.cache.join("work/repro-src"))?;
     let scratch: PathBuf = args.cache.join("repro-layers");
     remove_tree(&scratch)?;
-    let keep = Internal {
-        keep_staging: true,
-        layer_cache: None,
-    };
-    let a = run_with(
-        &BuildArgs {
-            out: out_a,
-            ..args.clone()
-        },
-        &keep,
-    )?;
-    let fresh = Internal {
-        keep_staging: true,
-        layer_cache: Some(scratch.clone()),
-    };
-    let b = run_with(
-        &BuildArgs {
-            out: out_b,
-            refresh: true,
-            ..args.clone()
-        },
-        &fresh,
-    )?;
+    let keep = Internal { keep_staging: true, layer_cache: None, src: Some(wt.path.clone()) };
+    let a = run_with(&BuildArgs { out: args.out.join("repro-a"), ..args.clone() }, &keep)?;
+    let fresh = Internal { keep_staging: true, layer_cache: Some(scratch.clone()), src: Some(wt.path.clone()) };
+    let b = run_with(&BuildArgs { out: args.out.join("repro-b"), refresh: true, ..args.clone() }, &fresh)?;
     let diffs = compare(&a, &b);
     let report = if diffs.is_empty() {
         Ok(())
@@ -107,18 +114,8 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         let mut msg = format!("builds of {} differ:\n  {}", a.commit, diffs.join("\n  "));
         if let (Some(sa), Some(sb)) = (&a.staging, &b.staging) {
             let files = diff_trees(sa, sb)?;
-            msg.push_str(&format!(
-                "\nfiles that differ in the root filesystem ({}):\n  ",
-                files.len()
-            ));
-            msg.push_str(
-                &files
-                    .iter()
-                    .take(50)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("\n  "),
-            );
+            msg.push_str(&format!("\nfiles that differ in the root filesystem ({}):\n  ", files.len()));
+            msg.push_str(&files.iter().take(50).cloned().collect::<Vec<_>>().join("\n  "));
         }
         Err(anyhow::anyhow!(msg))
     };
@@ -131,14 +128,8 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         println!(
             "reproducible: {} {}",
             x.sha256,
-            x.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
+            x.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
         );
-    }
-    if a.dirty {
-        bail!("the checkout has uncommitted changes: reproducible, but not of a commit");
     }
     Ok(())
 }

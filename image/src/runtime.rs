@@ -20,23 +20,16 @@ pub struct RuntimeBins {
 }
 
 fn home_dir(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(default)
-    })
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(default))
 }
 
 /// Runtime packages (under `runtime/`) that have binaries, except `init`.
 fn dynamic_runtime_bins(src: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let meta = host::output(
         Command::new("cargo")
-            .args([
-                "metadata",
-                "--format-version",
-                "1",
-                "--no-deps",
-                "--offline",
-                "--manifest-path",
-            ])
+            .args(["metadata", "--format-version", "1", "--no-deps", "--offline", "--manifest-path"])
             .arg(src.join("Cargo.toml")),
     )?;
     let v: serde_json::Value = serde_json::from_str(&meta).context("parsing cargo metadata")?;
@@ -49,14 +42,8 @@ fn dynamic_runtime_bins(src: &Path) -> anyhow::Result<Vec<(String, String)>> {
             continue;
         }
         for t in p["targets"].as_array().into_iter().flatten() {
-            if t["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "bin"))
-            {
-                out.push((
-                    name.to_string(),
-                    t["name"].as_str().unwrap_or_default().to_string(),
-                ));
+            if t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")) {
+                out.push((name.to_string(), t["name"].as_str().unwrap_or_default().to_string()));
             }
         }
     }
@@ -77,10 +64,7 @@ fn sandboxed_cargo(
     cmd.arg("--ro-bind")
         .arg(buildroot)
         .arg("/")
-        .args([
-            "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/srv", "--tmpfs",
-            "/root",
-        ])
+        .args(["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/srv", "--tmpfs", "/root"])
         .arg("--ro-bind")
         .arg(src)
         .arg("/srv/src")
@@ -104,19 +88,8 @@ fn sandboxed_cargo(
             "RUSTUP_HOME",
             "/root/.rustup",
         ])
-        .args([
-            "--setenv",
-            "PATH",
-            "/root/.cargo/bin:/usr/bin:/usr/sbin:/bin:/sbin",
-        ])
-        .args([
-            "--setenv",
-            "CARGO_TERM_COLOR",
-            "never",
-            "--setenv",
-            "CARGO_INCREMENTAL",
-            "0",
-        ])
+        .args(["--setenv", "PATH", "/root/.cargo/bin:/usr/bin:/usr/sbin:/bin:/sbin"])
+        .args(["--setenv", "CARGO_TERM_COLOR", "never", "--setenv", "CARGO_INCREMENTAL", "0"])
         .args([
             "--chdir",
             "/srv/src",
@@ -130,11 +103,7 @@ fn sandboxed_cargo(
             TARGET,
             "--target-dir",
         ]);
-    cmd.arg(if static_crt {
-        "/srv/target/static"
-    } else {
-        "/srv/target/dynamic"
-    });
+    cmd.arg(if static_crt { "/srv/target/static" } else { "/srv/target/dynamic" });
     cmd.args(args);
     if let Ok(tc) = std::env::var("RUSTUP_TOOLCHAIN") {
         cmd.env("RUSTUP_TOOLCHAIN", tc);
@@ -161,24 +130,14 @@ pub fn is_static_elf(b: &[u8]) -> bool {
     let (phentsize, phnum) = (u16at(0x36), u16at(0x38));
     (0..phnum).all(|i| {
         let o = phoff + i * phentsize;
-        b.get(o..o + 4)
-            .map(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) != 3)
-            .unwrap_or(false)
+        b.get(o..o + 4).map(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) != 3).unwrap_or(false)
     })
 }
 
-pub fn build(
-    src: &Path,
-    buildroot: &Path,
-    target_dir: &Path,
-    logs: &Path,
-) -> anyhow::Result<RuntimeBins> {
-    std::fs::create_dir_all(target_dir)
-        .with_context(|| format!("creating {}", target_dir.display()))?;
+pub fn build(src: &Path, buildroot: &Path, target_dir: &Path, logs: &Path) -> anyhow::Result<RuntimeBins> {
+    std::fs::create_dir_all(target_dir).with_context(|| format!("creating {}", target_dir.display()))?;
     host::run_logged(
-        Command::new("cargo")
-            .args(["fetch", "--locked", "--manifest-path"])
-            .arg(src.join("Cargo.toml")),
+        Command::new("cargo").args(["fetch", "--locked", "--manifest-path"]).arg(src.join("Cargo.toml")),
         &logs.join("cargo-fetch.log"),
     )
     .context("fetching crates (needs crates.io, or a filled ~/.cargo/registry)")?;
@@ -190,16 +149,10 @@ pub fn build(
         &["-p", "init", "--bin", "triton-init"],
         true,
     )?;
-    let init = target_dir
-        .join("static")
-        .join(TARGET)
-        .join("release/triton-init");
+    let init = target_dir.join("static").join(TARGET).join("release/triton-init");
     let bytes = std::fs::read(&init).with_context(|| format!("reading {}", init.display()))?;
     if !is_static_elf(&bytes) {
-        bail!(
-            "{} is dynamically linked; stage 1 has no libc, init must be static",
-            init.display()
-        );
+        bail!("{} is dynamically linked; stage 1 has no libc, init must be static", init.display());
     }
     let mut others = Vec::new();
     let bins = dynamic_runtime_bins(src)?;
@@ -208,23 +161,9 @@ pub fn build(
         for (pkg, _) in &bins {
             args.extend(["-p", pkg.as_str()]);
         }
-        sandboxed_cargo(
-            buildroot,
-            src,
-            target_dir,
-            &logs.join("cargo-runtime.log"),
-            &args,
-            false,
-        )?;
+        sandboxed_cargo(buildroot, src, target_dir, &logs.join("cargo-runtime.log"), &args, false)?;
         for (_, bin) in &bins {
-            others.push((
-                format!("usr/bin/{bin}"),
-                target_dir
-                    .join("dynamic")
-                    .join(TARGET)
-                    .join("release")
-                    .join(bin),
-            ));
+            others.push((format!("usr/bin/{bin}"), target_dir.join("dynamic").join(TARGET).join("release").join(bin)));
         }
     }
     Ok(RuntimeBins { init, others })

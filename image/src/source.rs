@@ -36,12 +36,7 @@ pub fn stamp_of(epoch: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 impl Source {
@@ -53,21 +48,11 @@ impl Source {
             .context("this must be a git checkout with at least one commit (the stamp comes from the commit time)")?
             .trim()
             .to_string();
-        let commit_epoch: i64 = git(&["show", "-s", "--format=%ct", "HEAD"])?
-            .trim()
-            .parse()
-            .context("commit time")?;
-        let branch = git(&["rev-parse", "--abbrev-ref", "HEAD"])
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
-        let dirty = !git(&["status", "--porcelain", "--untracked-files=no"])?
-            .trim()
-            .is_empty();
+        let commit_epoch: i64 = git(&["show", "-s", "--format=%ct", "HEAD"])?.trim().parse().context("commit time")?;
+        let branch = git(&["rev-parse", "--abbrev-ref", "HEAD"]).map(|s| s.trim().to_string()).unwrap_or_default();
+        let dirty = !git(&["status", "--porcelain", "--untracked-files=no"])?.trim().is_empty();
         let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) => v
-                .trim()
-                .parse()
-                .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
+            Ok(v) => v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
             Err(_) => commit_epoch,
         };
         if source_date_epoch < 0 {
@@ -136,9 +121,7 @@ pub fn sha256_file(p: &Path) -> anyhow::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", p.display()))?;
+        let n = f.read(&mut buf).with_context(|| format!("reading {}", p.display()))?;
         if n == 0 {
             break;
         }
@@ -163,18 +146,9 @@ mod tests {
         let d = tempfile::tempdir().expect("tmp");
         std::fs::write(d.path().join("a"), "1").expect("w");
         let k1 = digest_inputs(&[d.path().to_path_buf()], &["x"]).expect("k");
-        assert_eq!(
-            k1,
-            digest_inputs(&[d.path().to_path_buf()], &["x"]).expect("k")
-        );
-        assert_ne!(
-            k1,
-            digest_inputs(&[d.path().to_path_buf()], &["y"]).expect("k")
-        );
+        assert_eq!(k1, digest_inputs(&[d.path().to_path_buf()], &["x"]).expect("k"));
+        assert_ne!(k1, digest_inputs(&[d.path().to_path_buf()], &["y"]).expect("k"));
         std::fs::write(d.path().join("a"), "2").expect("w");
-        assert_ne!(
-            k1,
-            digest_inputs(&[d.path().to_path_buf()], &["x"]).expect("k")
-        );
+        assert_ne!(k1, digest_inputs(&[d.path().to_path_buf()], &["x"]).expect("k"));
     }
 }

@@ -11,15 +11,10 @@ pub fn bzimage_version(img: &[u8]) -> anyhow::Result<String> {
         bail!("not a bzImage (no HdrS setup header)");
     }
     let off = u16::from_le_bytes([img[0x20E], img[0x20F]]) as usize + 0x200;
-    let s = img
-        .get(off..)
-        .context("kernel_version offset beyond the image")?;
+    let s = img.get(off..).context("kernel_version offset beyond the image")?;
     let end = s.iter().position(|b| *b == 0).unwrap_or(s.len()).min(256);
     let text = std::str::from_utf8(&s[..end]).context("kernel_version is not UTF-8")?;
-    text.split_whitespace()
-        .next()
-        .map(str::to_string)
-        .context("empty kernel_version")
+    text.split_whitespace().next().map(str::to_string).context("empty kernel_version")
 }
 
 /// The kernel release a module was built for (first word of `vermagic=`).
@@ -43,11 +38,7 @@ pub fn modules_dir_version(root: &Path) -> anyhow::Result<String> {
     match v.len() {
         1 => Ok(v.remove(0)),
         0 => bail!("no kernel modules in {}", dir.display()),
-        _ => bail!(
-            "several kernels in {}: {}; the PI ships exactly one",
-            dir.display(),
-            v.join(", ")
-        ),
+        _ => bail!("several kernels in {}: {}; the PI ships exactly one", dir.display(), v.join(", ")),
     }
 }
 
@@ -108,10 +99,7 @@ mod tests {
 
     #[test]
     fn reads_bzimage_version() {
-        assert_eq!(
-            bzimage_version(&fake_bzimage("6.12.118+deb13-amd64")).expect("v"),
-            "6.12.118+deb13-amd64"
-        );
+        assert_eq!(bzimage_version(&fake_bzimage("6.12.118+deb13-amd64")).expect("v"), "6.12.118+deb13-amd64");
         assert!(bzimage_version(b"nope").is_err());
     }
 
@@ -119,21 +107,11 @@ mod tests {
     fn vermagic_and_mismatch_message() {
         let ko = b"\x7fELF\0vermagic=6.12.1-amd64 SMP preempt mod_unload modversions \0name=zfs\0";
         assert_eq!(module_vermagic(ko).as_deref(), Some("6.12.1-amd64"));
-        let ok = KernelVersions {
-            vmlinuz: "a".into(),
-            modules_dir: "a".into(),
-            zfs_ko: "a".into(),
-        };
+        let ok = KernelVersions { vmlinuz: "a".into(), modules_dir: "a".into(), zfs_ko: "a".into() };
         assert_eq!(ok.check().expect("agree"), "a");
-        let bad = KernelVersions {
-            zfs_ko: "b".into(),
-            ..ok
-        };
+        let bad = KernelVersions { zfs_ko: "b".into(), ..ok };
         let e = bad.check().expect_err("disagree").to_string();
-        assert!(
-            e.contains("zfs.ko was built for b") && e.contains("--refresh"),
-            "{e}"
-        );
+        assert!(e.contains("zfs.ko was built for b") && e.contains("--refresh"), "{e}");
     }
 
     #[test]

@@ -56,10 +56,7 @@ pub struct InitrdSummary {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, InitrdError> {
-    fs::read(path).map_err(|source| InitrdError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::read(path).map_err(|source| InitrdError::Read { path: path.to_path_buf(), source })
 }
 
 /// Builds the archive in memory (exposed for tests and listings).
@@ -70,43 +67,19 @@ pub fn layout(spec: &InitrdSpec<'_>) -> Result<(Archive, InitrdSummary), InitrdE
     }
     let mods = ModuleSet::resolve(spec.rootfs, spec.kernel_version, spec.module_list)?;
     let mut a = Archive::new();
-    for d in [
-        "dev", "proc", "sys", "run", "tmp", "root", "usr/bin", "usr/sbin",
-    ] {
+    for d in ["dev", "proc", "sys", "run", "tmp", "root", "usr/bin", "usr/sbin"] {
         a.dir(d);
     }
-    a.add(
-        "dev/console",
-        Entry::CharDev {
-            mode: 0o600,
-            major: 5,
-            minor: 1,
-        },
-    );
-    a.add(
-        "dev/null",
-        Entry::CharDev {
-            mode: 0o666,
-            major: 1,
-            minor: 3,
-        },
-    );
+    a.add("dev/console", Entry::CharDev { mode: 0o600, major: 5, minor: 1 });
+    a.add("dev/null", Entry::CharDev { mode: 0o666, major: 1, minor: 3 });
     for (link, target) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib")] {
         a.symlink(link, target);
     }
     a.file("init", 0o755, read(spec.init)?);
     a.file("usr/bin/busybox", 0o755, read(spec.busybox)?);
     a.symlink("usr/bin/sh", "busybox");
-    a.file(
-        SQUASHFS_HASH_PATH,
-        0o644,
-        format!("{}\n", hash.to_ascii_lowercase()).into_bytes(),
-    );
-    a.file(
-        INITRD_RELEASE_PATH,
-        0o644,
-        spec.os_release.as_bytes().to_vec(),
-    );
+    a.file(SQUASHFS_HASH_PATH, 0o644, format!("{}\n", hash.to_ascii_lowercase()).into_bytes());
+    a.file(INITRD_RELEASE_PATH, 0o644, spec.os_release.as_bytes().to_vec());
     let moddir = format!("usr/lib/modules/{}", spec.kernel_version);
     for (path, data) in &mods.files {
         a.file(path, 0o644, data.clone());
@@ -114,16 +87,8 @@ pub fn layout(spec: &InitrdSpec<'_>) -> Result<(Archive, InitrdSummary), InitrdE
     for (path, data) in &mods.firmware {
         a.file(path, 0o644, data.clone());
     }
-    a.file(
-        &format!("{moddir}/modules.dep"),
-        0o644,
-        mods.modules_dep.clone().into_bytes(),
-    );
-    a.file(
-        &format!("{moddir}/modules.alias"),
-        0o644,
-        mods.modules_alias.clone().into_bytes(),
-    );
+    a.file(&format!("{moddir}/modules.dep"), 0o644, mods.modules_dep.clone().into_bytes());
+    a.file(&format!("{moddir}/modules.alias"), 0o644, mods.modules_alias.clone().into_bytes());
     let summary = InitrdSummary {
         modules: mods.files.len(),
         firmware_files: mods.firmware.len(),
@@ -136,11 +101,8 @@ pub fn layout(spec: &InitrdSpec<'_>) -> Result<(Archive, InitrdSummary), InitrdE
 /// Writes the zstd-compressed newc initrd to `out`.
 pub fn build_initrd(spec: &InitrdSpec<'_>, out: &Path) -> Result<InitrdSummary, InitrdError> {
     let (archive, summary) = layout(spec)?;
-    let cpio = archive
-        .write(Vec::new(), spec.mtime)
-        .map_err(InitrdError::Write)?;
-    let mut enc =
-        zstd::stream::Encoder::new(Vec::new(), spec.zstd_level).map_err(InitrdError::Write)?;
+    let cpio = archive.write(Vec::new(), spec.mtime).map_err(InitrdError::Write)?;
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), spec.zstd_level).map_err(InitrdError::Write)?;
     // Single-threaded, no content size dependence on timing: deterministic output.
     enc.include_checksum(true).map_err(InitrdError::Write)?;
     std::io::Write::write_all(&mut enc, &cpio).map_err(InitrdError::Write)?;
@@ -162,11 +124,7 @@ mod tests {
         fs::create_dir_all(md.join("kernel")).expect("mkdir");
         fs::write(md.join("kernel/loop.ko"), b"\x7fELFloop").expect("w");
         fs::write(md.join("modules.dep"), "kernel/loop.ko:\n").expect("w");
-        fs::write(
-            md.join("modules.alias"),
-            "alias devname:loop-control loop\n",
-        )
-        .expect("w");
+        fs::write(md.join("modules.alias"), "alias devname:loop-control loop\n").expect("w");
         fs::write(root.join("init"), b"INIT").expect("w");
         fs::write(root.join("busybox"), b"BB").expect("w");
         let hash = "ab".repeat(32);
@@ -189,28 +147,14 @@ mod tests {
         assert_eq!(s.modules, 1);
         let cpio = zstd::stream::decode_all(&fs::read(&a).expect("a")[..]).expect("zstd");
         let entries = read_newc(&cpio).expect("newc");
-        let get = |n: &str| {
-            entries
-                .iter()
-                .find(|(p, _, _)| p == n)
-                .map(|(_, m, d)| (*m, d.clone()))
-        };
+        let get = |n: &str| entries.iter().find(|(p, _, _)| p == n).map(|(_, m, d)| (*m, d.clone()));
         assert_eq!(get("init"), Some((0o100755, b"INIT".to_vec())));
-        assert_eq!(
-            get(SQUASHFS_HASH_PATH).map(|x| x.1),
-            Some(format!("{hash}\n").into_bytes())
-        );
+        assert_eq!(get(SQUASHFS_HASH_PATH).map(|x| x.1), Some(format!("{hash}\n").into_bytes()));
         assert_eq!(get("usr/bin/sh").map(|x| x.1), Some(b"busybox".to_vec()));
         assert!(get("usr/lib/modules/6.12.1/kernel/loop.ko").is_some());
         assert!(get(INITRD_RELEASE_PATH).is_some());
 
-        let bad = InitrdSpec {
-            squashfs_sha256: "xyz",
-            ..spec.clone()
-        };
-        assert!(matches!(
-            build_initrd(&bad, &a),
-            Err(InitrdError::BadHash(_))
-        ));
+        let bad = InitrdSpec { squashfs_sha256: "xyz", ..spec.clone() };
+        assert!(matches!(build_initrd(&bad, &a), Err(InitrdError::BadHash(_))));
     }
 }

@@ -32,30 +32,19 @@ impl Archive {
     }
 
     fn norm(path: &str) -> String {
-        path.trim_start_matches('/')
-            .trim_end_matches('/')
-            .to_string()
+        path.trim_start_matches('/').trim_end_matches('/').to_string()
     }
 
     /// Adds (or replaces) an entry, creating missing parent directories (0755).
     pub fn add(&mut self, path: &str, entry: Entry) {
         let path = Archive::norm(path);
         let mut parent = String::new();
-        for comp in path
-            .split('/')
-            .collect::<Vec<_>>()
-            .iter()
-            .rev()
-            .skip(1)
-            .rev()
-        {
+        for comp in path.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
             if !parent.is_empty() {
                 parent.push('/');
             }
             parent.push_str(comp);
-            self.entries
-                .entry(parent.clone())
-                .or_insert(Entry::Dir { mode: 0o755 });
+            self.entries.entry(parent.clone()).or_insert(Entry::Dir { mode: 0o755 });
         }
         self.entries.insert(path, entry);
     }
@@ -69,12 +58,7 @@ impl Archive {
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) {
-        self.add(
-            path,
-            Entry::Symlink {
-                target: target.to_string(),
-            },
-        );
+        self.add(path, Entry::Symlink { target: target.to_string() });
     }
 
     pub fn get(&self, path: &str) -> Option<&Entry> {
@@ -103,21 +87,9 @@ impl Archive {
                 Entry::Dir { mode } => (S_IFDIR | (mode & 0o7777), &[], 0, 0, 2),
                 Entry::File { mode, data } => (S_IFREG | (mode & 0o7777), data, 0, 0, 1),
                 Entry::Symlink { target } => (S_IFLNK | 0o777, target.as_bytes(), 0, 0, 1),
-                Entry::CharDev { mode, major, minor } => {
-                    (S_IFCHR | (mode & 0o7777), &[], *major, *minor, 1)
-                }
+                Entry::CharDev { mode, major, minor } => (S_IFCHR | (mode & 0o7777), &[], *major, *minor, 1),
             };
-            write_header(
-                &mut w,
-                ino,
-                mode,
-                nlink,
-                mtime,
-                data.len(),
-                rmaj,
-                rmin,
-                path,
-            )?;
+            write_header(&mut w, ino, mode, nlink, mtime, data.len(), rmaj, rmin, path)?;
             w.write_all(data)?;
             pad4(&mut w, data.len())?;
         }
@@ -138,12 +110,8 @@ fn write_header<W: Write>(
     rdevminor: u32,
     name: &str,
 ) -> io::Result<()> {
-    let size = u32::try_from(size).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name}: file over 4 GiB"),
-        )
-    })?;
+    let size = u32::try_from(size)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: file over 4 GiB")))?;
     let namesize = name.len() + 1;
     write!(
         w,
@@ -211,14 +179,7 @@ mod tests {
         let mut a = Archive::new();
         a.file("/usr/lib/modules/x/a.ko", 0o644, b"abc".to_vec());
         a.symlink("bin/sh", "busybox");
-        a.add(
-            "dev/console",
-            Entry::CharDev {
-                mode: 0o600,
-                major: 5,
-                minor: 1,
-            },
-        );
+        a.add("dev/console", Entry::CharDev { mode: 0o600, major: 5, minor: 1 });
         let bytes = a.write(Vec::new(), 42).expect("write");
         assert_eq!(bytes.len() % 4, 0);
         let read = read_newc(&bytes).expect("read");
@@ -237,10 +198,7 @@ mod tests {
                 "usr/lib/modules/x/a.ko"
             ]
         );
-        let ko = read
-            .iter()
-            .find(|(n, _, _)| n.ends_with("a.ko"))
-            .expect("ko");
+        let ko = read.iter().find(|(n, _, _)| n.ends_with("a.ko")).expect("ko");
         assert_eq!(ko.1, 0o100644);
         assert_eq!(ko.2, b"abc");
         let sh = read.iter().find(|(n, _, _)| n == "bin/sh").expect("sh");
@@ -255,10 +213,7 @@ mod tests {
         let mut b = Archive::new();
         b.file("a/c", 0o755, vec![2, 3]);
         b.file("b", 0o644, vec![1]);
-        assert_eq!(
-            a.write(Vec::new(), 7).expect("a"),
-            b.write(Vec::new(), 7).expect("b")
-        );
+        assert_eq!(a.write(Vec::new(), 7).expect("a"), b.write(Vec::new(), 7).expect("b"));
     }
 
     #[test]

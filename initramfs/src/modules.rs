@@ -28,10 +28,7 @@ pub enum ModuleError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModuleError + '_ {
-    move |source| ModuleError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| ModuleError::Io { path: path.to_path_buf(), source }
 }
 
 /// Canonical module name: file stem without `.ko*`, dashes as underscores.
@@ -55,10 +52,8 @@ impl DepTable {
             if line.trim().is_empty() {
                 continue;
             }
-            let (m, rest) = line.split_once(':').ok_or_else(|| ModuleError::BadDep {
-                path: path.to_path_buf(),
-                line: i + 1,
-            })?;
+            let (m, rest) =
+                line.split_once(':').ok_or_else(|| ModuleError::BadDep { path: path.to_path_buf(), line: i + 1 })?;
             let deps = rest.split_whitespace().map(str::to_string).collect();
             t.by_name.insert(module_name(m), m.to_string());
             t.deps.insert(m.to_string(), deps);
@@ -67,9 +62,7 @@ impl DepTable {
     }
 
     pub fn path_of(&self, name: &str) -> Option<&str> {
-        self.by_name
-            .get(&name.replace('-', "_"))
-            .map(String::as_str)
+        self.by_name.get(&name.replace('-', "_")).map(String::as_str)
     }
 
     /// `paths` plus everything they depend on, transitively.
@@ -125,15 +118,10 @@ pub struct ModuleSet {
 /// Decompresses a module file by its extension (`.xz`, `.zst`, or plain).
 pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ModuleError> {
     let name = path.to_string_lossy();
-    let err = |source| ModuleError::Decompress {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = |source| ModuleError::Decompress { path: path.to_path_buf(), source };
     if name.ends_with(".xz") {
         let mut out = Vec::new();
-        xz2::read::XzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(err)?;
+        xz2::read::XzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(err)?;
         Ok(out)
     } else if name.ends_with(".zst") {
         zstd::stream::decode_all(&raw[..]).map_err(err)
@@ -143,10 +131,7 @@ pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ModuleError> {
 }
 
 fn strip_comp(p: &str) -> String {
-    p.trim_end_matches(".xz")
-        .trim_end_matches(".zst")
-        .trim_end_matches(".gz")
-        .to_string()
+    p.trim_end_matches(".xz").trim_end_matches(".zst").trim_end_matches(".gz").to_string()
 }
 
 /// Values of `key=` in a module's `.modinfo` (NUL-separated `key=value` strings).
@@ -165,10 +150,7 @@ impl ModuleSet {
     pub fn resolve(rootfs: &Path, kver: &str, list: &str) -> Result<ModuleSet, ModuleError> {
         let moddir = rootfs.join("usr/lib/modules").join(kver);
         let dep_path = moddir.join("modules.dep");
-        let deps = DepTable::parse(
-            &fs::read_to_string(&dep_path).map_err(io_err(&dep_path))?,
-            &dep_path,
-        )?;
+        let deps = DepTable::parse(&fs::read_to_string(&dep_path).map_err(io_err(&dep_path))?, &dep_path)?;
         let mut wanted = Vec::new();
         let mut absent_optional = Vec::new();
         for (name, optional) in parse_list(list) {
@@ -191,10 +173,7 @@ impl ModuleSet {
             let raw = fs::read(&src).map_err(io_err(&src))?;
             let ko = decompress(&src, raw)?;
             for fw in modinfo_values(&ko, "firmware") {
-                for cand in [
-                    rootfs.join("usr/lib/firmware").join(&fw),
-                    rootfs.join("lib/firmware").join(&fw),
-                ] {
+                for cand in [rootfs.join("usr/lib/firmware").join(&fw), rootfs.join("lib/firmware").join(&fw)] {
                     if let Ok(data) = fs::read(&cand) {
                         firmware.insert(format!("usr/lib/firmware/{fw}"), data);
                         break;
@@ -212,14 +191,11 @@ impl ModuleSet {
             .lines()
             .filter(|l| {
                 let mut w = l.split_whitespace();
-                w.next() == Some("alias")
-                    && w.nth(1)
-                        .is_some_and(|m| names.contains(&m.replace('-', "_")))
+                w.next() == Some("alias") && w.nth(1).is_some_and(|m| names.contains(&m.replace('-', "_")))
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        let modules_builtin =
-            fs::read_to_string(moddir.join("modules.builtin")).unwrap_or_default();
+        let modules_builtin = fs::read_to_string(moddir.join("modules.builtin")).unwrap_or_default();
         Ok(ModuleSet {
             modules_builtin,
             kernel_version: kver.to_string(),
@@ -269,11 +245,7 @@ mod tests {
             "# Aliases\nalias pci:v00008086d0000100Esv*sd*bc*sc*i* acme_nic\nalias pci:v1* other\n",
         )
         .expect("w");
-        fs::write(
-            md.join("modules.builtin"),
-            "kernel/fs/squashfs/squashfs.ko\n",
-        )
-        .expect("w");
+        fs::write(md.join("modules.builtin"), "kernel/fs/squashfs/squashfs.ko\n").expect("w");
         fs::create_dir_all(root.join("usr/lib/firmware/acme")).expect("mkdir");
         fs::write(root.join("usr/lib/firmware/acme/nic.bin"), b"FW").expect("w");
         md
@@ -283,32 +255,17 @@ mod tests {
     fn closure_decompresses_and_filters() {
         let dir = tempfile::tempdir().expect("tmp");
         fake_kernel(dir.path());
-        let set = ModuleSet::resolve(dir.path(), "6.12.0-test", "acme_nic\nsquashfs\nnotthere?\n")
-            .expect("resolve");
+        let set = ModuleSet::resolve(dir.path(), "6.12.0-test", "acme_nic\nsquashfs\nnotthere?\n").expect("resolve");
         let keys: Vec<_> = set.files.keys().cloned().collect();
         assert_eq!(
             keys,
-            [
-                "usr/lib/modules/6.12.0-test/kernel/net/acme-nic.ko",
-                "usr/lib/modules/6.12.0-test/kernel/net/mii.ko"
-            ]
+            ["usr/lib/modules/6.12.0-test/kernel/net/acme-nic.ko", "usr/lib/modules/6.12.0-test/kernel/net/mii.ko"]
         );
         assert!(set.files.values().all(|v| v.starts_with(b"\x7fELF")));
-        assert_eq!(
-            set.modules_dep,
-            "kernel/net/acme-nic.ko: kernel/net/mii.ko\nkernel/net/mii.ko: \n"
-        );
-        assert_eq!(
-            set.modules_alias,
-            "alias pci:v00008086d0000100Esv*sd*bc*sc*i* acme_nic\n"
-        );
+        assert_eq!(set.modules_dep, "kernel/net/acme-nic.ko: kernel/net/mii.ko\nkernel/net/mii.ko: \n");
+        assert_eq!(set.modules_alias, "alias pci:v00008086d0000100Esv*sd*bc*sc*i* acme_nic\n");
         assert_eq!(set.absent_optional, ["notthere"]);
-        assert_eq!(
-            set.firmware
-                .get("usr/lib/firmware/acme/nic.bin")
-                .map(Vec::as_slice),
-            Some(&b"FW"[..])
-        );
+        assert_eq!(set.firmware.get("usr/lib/firmware/acme/nic.bin").map(Vec::as_slice), Some(&b"FW"[..]));
     }
 
     #[test]
@@ -321,10 +278,7 @@ mod tests {
 
     #[test]
     fn list_format() {
-        assert_eq!(
-            parse_list("# c\n a \nb? # opt\n\n"),
-            [("a".to_string(), false), ("b".to_string(), true)]
-        );
+        assert_eq!(parse_list("# c\n a \nb? # opt\n\n"), [("a".to_string(), false), ("b".to_string(), true)]);
         assert_eq!(module_name("kernel/x/mlx5-core.ko.zst"), "mlx5_core");
     }
 }

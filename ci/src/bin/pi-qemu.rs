@@ -50,10 +50,7 @@ fn run() -> anyhow::Result<()> {
         args.drain(i..i + 2);
     }
     eprintln!("booting {} (Ctrl-A X quits)", p.dir.display());
-    let status = Command::new("qemu-system-x86_64")
-        .args(&args)
-        .status()
-        .context("starting qemu-system-x86_64")?;
+    let status = Command::new("qemu-system-x86_64").args(&args).status().context("starting qemu-system-x86_64")?;
     anyhow::ensure!(status.success(), "qemu exited with {status}");
     Ok(())
 }

@@ -54,20 +54,12 @@ impl Cmdline {
 
     /// The last value given for `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.words
-            .iter()
-            .rev()
-            .find(|(k, v)| k == key && v.is_some())
-            .and_then(|(_, v)| v.as_deref())
+        self.words.iter().rev().find(|(k, v)| k == key && v.is_some()).and_then(|(_, v)| v.as_deref())
     }
 
     /// Every value given for `key`, in order (e.g. several `console=`).
     pub fn get_all(&self, key: &str) -> Vec<&str> {
-        self.words
-            .iter()
-            .filter(|(k, _)| k == key)
-            .filter_map(|(_, v)| v.as_deref())
-            .collect()
+        self.words.iter().filter(|(k, _)| k == key).filter_map(|(_, v)| v.as_deref()).collect()
     }
 
     /// A boolean flag: present bare, or with a true-ish value.
@@ -92,10 +84,7 @@ mod tests {
 
     #[test]
     fn quotes_and_spaces() {
-        assert_eq!(
-            split_words("  a=1   b=\"x y\"\tc\n"),
-            vec!["a=1", "b=x y", "c"]
-        );
+        assert_eq!(split_words("  a=1   b=\"x y\"\tc\n"), vec!["a=1", "b=x y", "c"]);
         assert_eq!(split_words("a=\"\""), vec!["a="]);
         assert!(split_words("   ").is_empty());
     }

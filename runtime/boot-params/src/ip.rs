@@ -27,10 +27,7 @@ pub enum IpParseError {
 impl IpConfig {
     /// `Ok(None)` for the autoconfiguration forms (`dhcp`, `on`, `any`, ...).
     pub fn parse(s: &str) -> Result<Option<IpConfig>, IpParseError> {
-        if matches!(
-            s,
-            "dhcp" | "on" | "any" | "bootp" | "rarp" | "both" | "off" | "none" | ""
-        ) {
+        if matches!(s, "dhcp" | "on" | "any" | "bootp" | "rarp" | "both" | "off" | "none" | "") {
             return Ok(None);
         }
         let f: Vec<&str> = s.split(':').collect();
@@ -39,15 +36,10 @@ impl IpConfig {
             .ok_or_else(|| IpParseError::Address(String::new()))?
             .parse::<Ipv4Addr>()
             .map_err(|_| IpParseError::Address(f[0].to_string()))?;
-        let gateway = field(2)
-            .map(|g| {
-                g.parse::<Ipv4Addr>()
-                    .map_err(|_| IpParseError::Gateway(g.to_string()))
-            })
-            .transpose()?;
+        let gateway =
+            field(2).map(|g| g.parse::<Ipv4Addr>().map_err(|_| IpParseError::Gateway(g.to_string()))).transpose()?;
         let mask = field(3).ok_or(IpParseError::MissingNetmask)?;
-        let prefix_len =
-            netmask_prefix(mask).ok_or_else(|| IpParseError::Netmask(mask.to_string()))?;
+        let prefix_len = netmask_prefix(mask).ok_or_else(|| IpParseError::Netmask(mask.to_string()))?;
         Ok(Some(IpConfig {
             address,
             prefix_len,
@@ -72,9 +64,7 @@ mod tests {
     #[test]
     fn forms() {
         assert_eq!(IpConfig::parse("dhcp"), Ok(None));
-        let c = IpConfig::parse("10.0.2.15:10.0.2.2:10.0.2.1:255.255.0.0:cn1:eth0:off")
-            .expect("ok")
-            .expect("some");
+        let c = IpConfig::parse("10.0.2.15:10.0.2.2:10.0.2.1:255.255.0.0:cn1:eth0:off").expect("ok").expect("some");
         assert_eq!(c.prefix_len, 16);
         assert_eq!(c.gateway, Some(Ipv4Addr::new(10, 0, 2, 1)));
         assert_eq!(c.hostname.as_deref(), Some("cn1"));
@@ -87,13 +77,7 @@ mod tests {
         assert_eq!(netmask_prefix("0.0.0.0"), Some(0));
         assert_eq!(netmask_prefix("255.255.254.0"), Some(23));
         assert_eq!(netmask_prefix("255.0.255.0"), None);
-        assert_eq!(
-            IpConfig::parse("10.0.0.1:::"),
-            Err(IpParseError::MissingNetmask)
-        );
-        assert!(matches!(
-            IpConfig::parse("10.0.0.x:::255.0.0.0::"),
-            Err(IpParseError::Address(_))
-        ));
+        assert_eq!(IpConfig::parse("10.0.0.1:::"), Err(IpParseError::MissingNetmask));
+        assert!(matches!(IpConfig::parse("10.0.0.x:::255.0.0.0::"), Err(IpParseError::Address(_))));
     }
 }

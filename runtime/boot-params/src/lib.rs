@@ -42,11 +42,7 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
     }
 }
 
@@ -83,9 +79,7 @@ impl Cmdline {
     pub fn bootif(&self) -> Result<Option<Mac>, BootParamError> {
         match self.get("BOOTIF") {
             None => Ok(None),
-            Some(v) => Mac::from_bootif(v)
-                .map(Some)
-                .ok_or_else(|| BootParamError::BadBootif(v.to_string())),
+            Some(v) => Mac::from_bootif(v).map(Some).ok_or_else(|| BootParamError::BadBootif(v.to_string())),
         }
     }
 
@@ -93,10 +87,7 @@ impl Cmdline {
     pub fn ip(&self) -> Result<Option<IpConfig>, BootParamError> {
         match self.get("ip") {
             None => Ok(None),
-            Some(v) => IpConfig::parse(v).map_err(|source| BootParamError::BadIp {
-                value: v.to_string(),
-                source,
-            }),
+            Some(v) => IpConfig::parse(v).map_err(|source| BootParamError::BadIp { value: v.to_string(), source }),
         }
     }
 
@@ -130,13 +121,7 @@ mod tests {
         assert_eq!(m.to_string(), "10:dd:b1:a2:57:bf");
         assert_eq!(Mac::parse("10-dd-b1-a2-57-bf"), Some(m));
         assert_eq!(Mac::from_bootif("01-10-dd-b1-a2-57-bf"), Some(m));
-        for bad in [
-            "",
-            "10:dd:b1:a2:57",
-            "10:dd:b1:a2:57:bf:00",
-            "zz:dd:b1:a2:57:bf",
-            "1:2:3:4:5:6",
-        ] {
+        for bad in ["", "10:dd:b1:a2:57", "10:dd:b1:a2:57:bf:00", "zz:dd:b1:a2:57:bf", "1:2:3:4:5:6"] {
             assert_eq!(Mac::parse(bad), None, "{bad}");
         }
         assert_eq!(Mac::from_bootif("10-dd-b1-a2-57-bf"), None);
@@ -158,21 +143,15 @@ mod tests {
         assert_eq!(ip.prefix_len, 24);
         assert_eq!(ip.gateway, None);
         assert_eq!(c.get("hostname"), Some("cn1"));
-        assert_eq!(
-            c.get("aggr1_aggr"),
-            Some("00:00:00:00:00:01,00:00:00:00:00:02")
-        );
+        assert_eq!(c.get("aggr1_aggr"), Some("00:00:00:00:00:01,00:00:00:00:00:02"));
         assert_eq!(c.get_all("console"), vec!["tty0", "ttyS1,115200n8"]);
-        assert!(
-            matches!(c.fetch(), Ok(Some(FetchSource::Http(u))) if u.ends_with("filesystem.squashfs"))
-        );
+        assert!(matches!(c.fetch(), Ok(Some(FetchSource::Http(u))) if u.ends_with("filesystem.squashfs")));
         assert!(!c.rescue());
     }
 
     #[test]
     fn bad_values_name_the_key() {
-        let c =
-            Cmdline::parse("BOOTIF=52:54:00:12:34:56 ip=10.0.0.1:::300.0.0.0:: fetch=ftp://x/y");
+        let c = Cmdline::parse("BOOTIF=52:54:00:12:34:56 ip=10.0.0.1:::300.0.0.0:: fetch=ftp://x/y");
         assert!(c.bootif().expect_err("bad").to_string().contains("BOOTIF"));
         let e = c.ip().expect_err("bad ip").to_string();
         assert!(e.contains("ip=") && e.contains("netmask"), "{e}");

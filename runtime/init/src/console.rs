@@ -59,17 +59,10 @@ pub fn line(msg: &str) {
 /// Milliseconds since the kernel booted (`/proc/uptime`), so stage 1 and
 /// stage 2 report on one clock; since init started if /proc is not there.
 pub fn uptime_ms() -> u64 {
-    if let Some(ms) = std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|t| parse_uptime_ms(&t))
-    {
+    if let Some(ms) = std::fs::read_to_string("/proc/uptime").ok().and_then(|t| parse_uptime_ms(&t)) {
         return ms;
     }
-    START
-        .lock()
-        .ok()
-        .and_then(|s| s.map(|t| t.elapsed().as_millis() as u64))
-        .unwrap_or(0)
+    START.lock().ok().and_then(|s| s.map(|t| t.elapsed().as_millis() as u64)).unwrap_or(0)
 }
 
 fn parse_uptime_ms(text: &str) -> Option<u64> {

@@ -13,11 +13,7 @@ use crate::hashes::Sha256Hex;
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("GET {url}: {message} (after {attempts} attempts)")]
-    Http {
-        url: String,
-        message: String,
-        attempts: u32,
-    },
+    Http { url: String, message: String, attempts: u32 },
     #[error("writing {path}: {source} (is the node short of RAM for the root image?)")]
     Write {
         path: PathBuf,
@@ -25,11 +21,7 @@ pub enum FetchError {
         source: std::io::Error,
     },
     #[error("GET {url}: got {got} bytes, server announced {expected}")]
-    Short {
-        url: String,
-        got: u64,
-        expected: u64,
-    },
+    Short { url: String, got: u64, expected: u64 },
     #[error("tftp:// root images are not supported yet: {0} (enable booter's http_pxe_boot)")]
     TftpUnsupported(String),
 }
@@ -67,47 +59,26 @@ pub fn progress_line(done: u64, total: Option<u64>, secs: f64) -> String {
     let mib = |b: u64| b as f64 / 1048576.0;
     let rate = if secs > 0.0 { mib(done) / secs } else { 0.0 };
     match total {
-        Some(t) if t > 0 => format!(
-            "fetch: {:.1}/{:.1} MiB ({}%) {:.1} MiB/s",
-            mib(done),
-            mib(t),
-            done * 100 / t,
-            rate
-        ),
+        Some(t) if t > 0 => {
+            format!("fetch: {:.1}/{:.1} MiB ({}%) {:.1} MiB/s", mib(done), mib(t), done * 100 / t, rate)
+        }
         _ => format!("fetch: {:.1} MiB {:.1} MiB/s", mib(done), rate),
     }
 }
 
 /// Downloads `url` to `dest`, retrying on any failure with doubling backoff.
-pub fn fetch(
-    url: &str,
-    dest: &Path,
-    policy: &Policy,
-    progress: &mut dyn FnMut(&str),
-) -> Result<Fetched, FetchError> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(policy.connect_timeout)
-        .timeout_read(policy.read_timeout)
-        .build();
+pub fn fetch(url: &str, dest: &Path, policy: &Policy, progress: &mut dyn FnMut(&str)) -> Result<Fetched, FetchError> {
+    let agent =
+        ureq::AgentBuilder::new().timeout_connect(policy.connect_timeout).timeout_read(policy.read_timeout).build();
     let start = Instant::now();
     let mut backoff = policy.first_backoff;
     let mut last = String::new();
     for attempt in 1..=policy.attempts.max(1) {
         match fetch_once(&agent, url, dest, progress) {
-            Ok((bytes, sha256)) => {
-                return Ok(Fetched {
-                    bytes,
-                    sha256,
-                    attempts: attempt,
-                    elapsed: start.elapsed(),
-                })
-            }
+            Ok((bytes, sha256)) => return Ok(Fetched { bytes, sha256, attempts: attempt, elapsed: start.elapsed() }),
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Retry(m)) => {
-                progress(&format!(
-                    "fetch: attempt {attempt}/{} failed: {m}",
-                    policy.attempts
-                ));
+                progress(&format!("fetch: attempt {attempt}/{} failed: {m}", policy.attempts));
                 last = m;
             }
         }
@@ -116,11 +87,7 @@ pub fn fetch(
             backoff = (backoff * 2).min(Duration::from_secs(16));
         }
     }
-    Err(FetchError::Http {
-        url: url.to_string(),
-        message: last,
-        attempts: policy.attempts,
-    })
+    Err(FetchError::Http { url: url.to_string(), message: last, attempts: policy.attempts })
 }
 
 enum Attempt {
@@ -134,17 +101,9 @@ fn fetch_once(
     dest: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(u64, Sha256Hex), Attempt> {
-    let resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| Attempt::Retry(e.to_string()))?;
+    let resp = agent.get(url).call().map_err(|e| Attempt::Retry(e.to_string()))?;
     let total: Option<u64> = resp.header("Content-Length").and_then(|v| v.parse().ok());
-    let wr = |source| {
-        Attempt::Fatal(FetchError::Write {
-            path: dest.to_path_buf(),
-            source,
-        })
-    };
+    let wr = |source| Attempt::Fatal(FetchError::Write { path: dest.to_path_buf(), source });
     let mut out = File::create(dest).map_err(wr)?;
     let mut body = resp.into_reader();
     let mut hasher = Sha256::new();
@@ -153,9 +112,7 @@ fn fetch_once(
     let start = Instant::now();
     let mut last_report = Instant::now();
     loop {
-        let n = body
-            .read(&mut buf)
-            .map_err(|e| Attempt::Retry(format!("reading body: {e}")))?;
+        let n = body.read(&mut buf).map_err(|e| Attempt::Retry(format!("reading body: {e}")))?;
         if n == 0 {
             break;
         }
@@ -170,14 +127,7 @@ fn fetch_once(
     out.sync_all().map_err(wr)?;
     if let Some(t) = total {
         if t != done {
-            return Err(Attempt::Retry(
-                FetchError::Short {
-                    url: url.to_string(),
-                    got: done,
-                    expected: t,
-                }
-                .to_string(),
-            ));
+            return Err(Attempt::Retry(FetchError::Short { url: url.to_string(), got: done, expected: t }.to_string()));
         }
     }
     progress(&progress_line(done, total, start.elapsed().as_secs_f64()));
@@ -206,11 +156,7 @@ mod tests {
                 if i < fail_first {
                     let _ = s.write_all(b"HTTP/1.0 503 Busy\r\nContent-Length: 0\r\n\r\n");
                 } else {
-                    let _ = write!(
-                        s,
-                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n",
-                        body.len()
-                    );
+                    let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
                     let _ = s.write_all(&body);
                 }
             }
@@ -219,11 +165,7 @@ mod tests {
     }
 
     fn quick() -> Policy {
-        Policy {
-            attempts: 3,
-            first_backoff: Duration::from_millis(10),
-            ..Policy::default()
-        }
+        Policy { attempts: 3, first_backoff: Duration::from_millis(10), ..Policy::default() }
     }
 
     #[test]
@@ -235,10 +177,7 @@ mod tests {
         let f = fetch(&url, &dest, &quick(), &mut |l| lines.push(l.to_string())).expect("fetch");
         assert_eq!(f.attempts, 2);
         assert_eq!(f.bytes, 11);
-        assert_eq!(
-            f.sha256.as_str(),
-            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
-        );
+        assert_eq!(f.sha256.as_str(), "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
         assert_eq!(std::fs::read(&dest).expect("read"), b"hello world");
         assert!(lines.iter().any(|l| l.contains("503")), "{lines:?}");
     }
@@ -254,10 +193,7 @@ mod tests {
 
     #[test]
     fn progress_format() {
-        assert_eq!(
-            progress_line(1048576, Some(4194304), 1.0),
-            "fetch: 1.0/4.0 MiB (25%) 1.0 MiB/s"
-        );
+        assert_eq!(progress_line(1048576, Some(4194304), 1.0), "fetch: 1.0/4.0 MiB (25%) 1.0 MiB/s");
         assert_eq!(progress_line(0, None, 0.0), "fetch: 0.0 MiB 0.0 MiB/s");
     }
 }

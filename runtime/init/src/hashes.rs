@@ -17,19 +17,11 @@ pub enum HashFileError {
 impl Sha256Hex {
     /// Reads the first word of a hash file (`<hex>` or `<hex>  <name>`).
     pub fn parse_file(file: &str, text: &str) -> Result<Sha256Hex, HashFileError> {
-        let word = text
-            .split_whitespace()
-            .next()
-            .ok_or_else(|| HashFileError::Empty {
-                file: file.to_string(),
-            })?;
+        let word = text.split_whitespace().next().ok_or_else(|| HashFileError::Empty { file: file.to_string() })?;
         if word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(Sha256Hex(word.to_ascii_lowercase()))
         } else {
-            Err(HashFileError::NotSha256 {
-                file: file.to_string(),
-                value: word.chars().take(80).collect(),
-            })
+            Err(HashFileError::NotSha256 { file: file.to_string(), value: word.chars().take(80).collect() })
         }
     }
 
@@ -55,17 +47,9 @@ mod tests {
     #[test]
     fn forms() {
         let h = "A".repeat(64);
-        assert_eq!(
-            Sha256Hex::parse_file("f", &format!("{h}\n"))
-                .expect("ok")
-                .as_str(),
-            "a".repeat(64)
-        );
+        assert_eq!(Sha256Hex::parse_file("f", &format!("{h}\n")).expect("ok").as_str(), "a".repeat(64));
         assert!(Sha256Hex::parse_file("f", &format!("{h}  filesystem.squashfs\n")).is_ok());
-        assert_eq!(
-            Sha256Hex::parse_file("f", " \n"),
-            Err(HashFileError::Empty { file: "f".into() })
-        );
+        assert_eq!(Sha256Hex::parse_file("f", " \n"), Err(HashFileError::Empty { file: "f".into() }));
         let sha1 = "a".repeat(40);
         let e = Sha256Hex::parse_file("/initrd.hash", &sha1).expect_err("sha1");
         assert!(e.to_string().contains("/initrd.hash"));

@@ -22,11 +22,7 @@ pub enum KmodError {
     #[error("module {0:?} is not in this initrd's module set")]
     Unknown(String),
     #[error("loading module {name} ({path}): {errno}")]
-    Load {
-        name: String,
-        path: PathBuf,
-        errno: Errno,
-    },
+    Load { name: String, path: PathBuf, errno: Errno },
 }
 
 /// Loads modules from `<root>/usr/lib/modules/<release>`.
@@ -48,12 +44,7 @@ impl Loader {
         let deps = DepTable::parse(&read("modules.dep")?);
         let aliases = AliasTable::parse(&read("modules.alias")?);
         let mut loaded: BTreeSet<String> = fs::read_to_string(root.join("proc/modules"))
-            .map(|t| {
-                t.lines()
-                    .filter_map(|l| l.split_whitespace().next())
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|t| t.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect())
             .unwrap_or_default();
         // Built into the kernel: nothing to load.
         if let Ok(t) = fs::read_to_string(moddir.join("modules.builtin")) {
@@ -62,12 +53,7 @@ impl Loader {
                 base.split(".ko").next().unwrap_or(base).replace('-', "_")
             }));
         }
-        Ok(Loader {
-            moddir,
-            deps,
-            aliases,
-            loaded,
-        })
+        Ok(Loader { moddir, deps, aliases, loaded })
     }
 
     /// Loads `name` and its dependencies. Already loaded (or built in) is fine.
@@ -75,33 +61,18 @@ impl Loader {
         if self.loaded.contains(&name.replace('-', "_")) {
             return Ok(Vec::new());
         }
-        let order = self
-            .deps
-            .load_order(name)
-            .ok_or_else(|| KmodError::Unknown(name.to_string()))?;
+        let order = self.deps.load_order(name).ok_or_else(|| KmodError::Unknown(name.to_string()))?;
         let mut newly = Vec::new();
         for m in order {
             if self.loaded.contains(&m) {
                 continue;
             }
-            let rel = self
-                .deps
-                .path(&m)
-                .ok_or_else(|| KmodError::Unknown(m.clone()))?;
+            let rel = self.deps.path(&m).ok_or_else(|| KmodError::Unknown(m.clone()))?;
             let path = self.moddir.join(rel);
-            let file = File::open(&path).map_err(|source| KmodError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let file = File::open(&path).map_err(|source| KmodError::Read { path: path.clone(), source })?;
             match finit_module(&file, &CString::default(), ModuleInitFlags::empty()) {
                 Ok(()) | Err(Errno::EEXIST) => {}
-                Err(errno) => {
-                    return Err(KmodError::Load {
-                        name: m,
-                        path,
-                        errno,
-                    })
-                }
+                Err(errno) => return Err(KmodError::Load { name: m, path, errno }),
             }
             self.loaded.insert(m.clone());
             newly.push(m);

@@ -54,22 +54,14 @@ impl DepTable {
             .lines()
             .filter_map(|l| {
                 let (m, deps) = l.split_once(':')?;
-                Some((
-                    name_of(m),
-                    (
-                        m.to_string(),
-                        deps.split_whitespace().map(name_of).collect(),
-                    ),
-                ))
+                Some((name_of(m), (m.to_string(), deps.split_whitespace().map(name_of).collect())))
             })
             .collect();
         DepTable { by_name }
     }
 
     pub fn path(&self, name: &str) -> Option<&str> {
-        self.by_name
-            .get(&name.replace('-', "_"))
-            .map(|(p, _)| p.as_str())
+        self.by_name.get(&name.replace('-', "_")).map(|(p, _)| p.as_str())
     }
 
     /// `name` and its dependencies, dependencies first; `None` if unknown.
@@ -105,10 +97,7 @@ mod tests {
              alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n\
              alias pci:v00008086d*sv*sd*bc02sc00i* e1000\n",
         );
-        assert_eq!(
-            t.lookup("pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00"),
-            ["e1000"]
-        );
+        assert_eq!(t.lookup("pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00"), ["e1000"]);
         assert_eq!(t.lookup("virtio:d00000001v00001AF4"), ["virtio_net"]);
         assert!(t.lookup("usb:v1234p5678").is_empty());
     }
@@ -119,14 +108,8 @@ mod tests {
             "kernel/a/mlx5_core.ko: kernel/b/mlxfw.ko kernel/c/pci-hyperv-intf.ko\n\
              kernel/b/mlxfw.ko: kernel/c/pci-hyperv-intf.ko\nkernel/c/pci-hyperv-intf.ko:\n",
         );
-        assert_eq!(
-            d.load_order("mlx5_core").expect("known"),
-            ["pci_hyperv_intf", "mlxfw", "mlx5_core"]
-        );
+        assert_eq!(d.load_order("mlx5_core").expect("known"), ["pci_hyperv_intf", "mlxfw", "mlx5_core"]);
         assert_eq!(d.load_order("nope"), None);
-        assert_eq!(
-            d.path("pci-hyperv-intf"),
-            Some("kernel/c/pci-hyperv-intf.ko")
-        );
+        assert_eq!(d.path("pci-hyperv-intf"), Some("kernel/c/pci-hyperv-intf.ko"));
     }
 }

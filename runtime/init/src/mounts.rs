@@ -26,13 +26,7 @@ pub struct MountError {
 }
 
 impl Mount {
-    pub fn new(
-        source: &str,
-        target: impl Into<PathBuf>,
-        fstype: &str,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> Mount {
+    pub fn new(source: &str, target: impl Into<PathBuf>, fstype: &str, flags: MsFlags, data: Option<&str>) -> Mount {
         Mount {
             source: source.into(),
             target: target.into(),
@@ -49,20 +43,8 @@ pub fn stage1_table(root: &Path) -> Vec<Mount> {
     vec![
         Mount::new("proc", root.join("proc"), "proc", nosuid, None),
         Mount::new("sysfs", root.join("sys"), "sysfs", nosuid, None),
-        Mount::new(
-            "devtmpfs",
-            root.join("dev"),
-            "devtmpfs",
-            MsFlags::MS_NOSUID,
-            Some("mode=0755"),
-        ),
-        Mount::new(
-            "tmpfs",
-            root.join("run"),
-            "tmpfs",
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=0755"),
-        ),
+        Mount::new("devtmpfs", root.join("dev"), "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755")),
+        Mount::new("tmpfs", root.join("run"), "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")),
     ]
 }
 
@@ -70,13 +52,7 @@ pub fn stage1_table(root: &Path) -> Vec<Mount> {
 pub fn stage2_table(root: &Path) -> Vec<Mount> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     vec![
-        Mount::new(
-            "cgroup2",
-            root.join("sys/fs/cgroup"),
-            "cgroup2",
-            nosuid,
-            Some("nsdelegate"),
-        ),
+        Mount::new("cgroup2", root.join("sys/fs/cgroup"), "cgroup2", nosuid, Some("nsdelegate")),
         Mount::new(
             "devpts",
             root.join("dev/pts"),
@@ -84,29 +60,15 @@ pub fn stage2_table(root: &Path) -> Vec<Mount> {
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             Some("gid=5,mode=620,ptmxmode=000"),
         ),
-        Mount::new(
-            "tmpfs",
-            root.join("dev/shm"),
-            "tmpfs",
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
-        ),
-        Mount::new(
-            "tmpfs",
-            root.join("tmp"),
-            "tmpfs",
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
-        ),
+        Mount::new("tmpfs", root.join("dev/shm"), "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")),
+        Mount::new("tmpfs", root.join("tmp"), "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")),
     ]
 }
 
 /// Whether `target` is already a mount point (per `/proc/self/mountinfo`).
 pub fn is_mounted(mountinfo: &str, target: &Path) -> bool {
     let t = target.to_string_lossy();
-    mountinfo
-        .lines()
-        .any(|l| l.split_whitespace().nth(4) == Some(&*t))
+    mountinfo.lines().any(|l| l.split_whitespace().nth(4) == Some(&*t))
 }
 
 /// Makes each mount that is not already there (creating the target).
@@ -117,19 +79,9 @@ pub fn apply(table: &[Mount]) -> Result<(), MountError> {
             continue;
         }
         let _ = fs::create_dir_all(&m.target);
-        mount(
-            Some(m.source.as_str()),
-            &m.target,
-            Some(m.fstype.as_str()),
-            m.flags,
-            m.data.as_deref(),
-        )
-        .map_err(|errno| MountError {
-            device: m.source.clone(),
-            target: m.target.clone(),
-            fstype: m.fstype.clone(),
-            errno,
-        })?;
+        mount(Some(m.source.as_str()), &m.target, Some(m.fstype.as_str()), m.flags, m.data.as_deref()).map_err(
+            |errno| MountError { device: m.source.clone(), target: m.target.clone(), fstype: m.fstype.clone(), errno },
+        )?;
     }
     Ok(())
 }
@@ -142,20 +94,15 @@ mod tests {
     fn tables_are_rooted() {
         let t = stage1_table(Path::new("/x"));
         assert_eq!(
-            t.iter()
-                .map(|m| m.target.to_str().unwrap_or(""))
-                .collect::<Vec<_>>(),
+            t.iter().map(|m| m.target.to_str().unwrap_or("")).collect::<Vec<_>>(),
             ["/x/proc", "/x/sys", "/x/dev", "/x/run"]
         );
-        assert!(stage2_table(Path::new("/"))
-            .iter()
-            .any(|m| m.fstype == "cgroup2"));
+        assert!(stage2_table(Path::new("/")).iter().any(|m| m.fstype == "cgroup2"));
     }
 
     #[test]
     fn mountinfo_lookup() {
-        let info =
-            "22 1 0:21 / /proc rw,nosuid - proc proc rw\n23 1 0:5 / /dev rw - devtmpfs udev rw\n";
+        let info = "22 1 0:21 / /proc rw,nosuid - proc proc rw\n23 1 0:5 / /dev rw - devtmpfs udev rw\n";
         assert!(is_mounted(info, Path::new("/proc")));
         assert!(!is_mounted(info, Path::new("/sys")));
     }

@@ -16,11 +16,7 @@ pub enum NetError {
     #[error("no BOOTIF= on the kernel command line and no usable NIC found")]
     NoNic,
     #[error("netlink {op} on {ifname}: {message}")]
-    Netlink {
-        op: &'static str,
-        ifname: String,
-        message: String,
-    },
+    Netlink { op: &'static str, ifname: String, message: String },
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -42,19 +38,11 @@ pub fn list_ifaces(sys: &Path) -> Vec<Iface> {
     for e in rd.flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        let read = |f: &str| {
-            fs::read_to_string(p.join(f))
-                .map(|s| s.trim().to_string())
-                .ok()
-        };
+        let read = |f: &str| fs::read_to_string(p.join(f)).map(|s| s.trim().to_string()).ok();
         let Some(index) = read("ifindex").and_then(|s| s.parse().ok()) else {
             continue;
         };
-        out.push(Iface {
-            name,
-            index,
-            mac: read("address").and_then(|a| Mac::parse(&a)),
-        });
+        out.push(Iface { name, index, mac: read("address").and_then(|a| Mac::parse(&a)) });
     }
     out.sort_by_key(|i| i.index);
     out
@@ -71,20 +59,10 @@ pub fn wait_for_mac(sys: &Path, mac: Mac, timeout: Duration) -> Result<Iface, Ne
         if start.elapsed() >= timeout {
             let seen = ifaces
                 .iter()
-                .map(|i| {
-                    format!(
-                        "{}={}",
-                        i.name,
-                        i.mac.map(|m| m.to_string()).unwrap_or_default()
-                    )
-                })
+                .map(|i| format!("{}={}", i.name, i.mac.map(|m| m.to_string()).unwrap_or_default()))
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err(NetError::NoSuchMac {
-                mac,
-                secs: timeout.as_secs(),
-                seen,
-            });
+            return Err(NetError::NoSuchMac { mac, secs: timeout.as_secs(), seen });
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -95,10 +73,7 @@ pub fn wait_for_carrier(sys: &Path, ifname: &str, timeout: Duration) -> bool {
     let path: PathBuf = sys.join("class/net").join(ifname).join("carrier");
     let start = Instant::now();
     while start.elapsed() < timeout {
-        if fs::read_to_string(&path)
-            .map(|s| s.trim() == "1")
-            .unwrap_or(false)
-        {
+        if fs::read_to_string(&path).map(|s| s.trim() == "1").unwrap_or(false) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -107,46 +82,23 @@ pub fn wait_for_carrier(sys: &Path, ifname: &str, timeout: Duration) -> bool {
 }
 
 fn nl_err<'a>(op: &'static str, ifname: &'a str) -> impl FnOnce(rtnetlink::Error) -> NetError + 'a {
-    move |e| NetError::Netlink {
-        op,
-        ifname: ifname.to_string(),
-        message: e.to_string(),
-    }
+    move |e| NetError::Netlink { op, ifname: ifname.to_string(), message: e.to_string() }
 }
 
 /// Sets `iface` (and `lo`) up and, with `ip`, adds its address and gateway.
 pub fn configure(iface: &Iface, ip: Option<&IpConfig>) -> Result<(), NetError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(NetError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(NetError::Runtime)?;
     rt.block_on(async {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(NetError::Runtime)?;
         tokio::spawn(conn);
         let name = iface.name.as_str();
         let mut lo = handle.link().get().match_name("lo".into()).execute();
         if let Ok(Some(l)) = lo.try_next().await {
-            handle
-                .link()
-                .set(l.header.index)
-                .up()
-                .execute()
-                .await
-                .map_err(nl_err("link up", "lo"))?;
+            handle.link().set(l.header.index).up().execute().await.map_err(nl_err("link up", "lo"))?;
         }
-        handle
-            .link()
-            .set(iface.index)
-            .up()
-            .execute()
-            .await
-            .map_err(nl_err("link up", name))?;
+        handle.link().set(iface.index).up().execute().await.map_err(nl_err("link up", name))?;
         if let Some(ip) = ip {
-            let res = handle
-                .address()
-                .add(iface.index, IpAddr::V4(ip.address), ip.prefix_len)
-                .execute()
-                .await;
+            let res = handle.address().add(iface.index, IpAddr::V4(ip.address), ip.prefix_len).execute().await;
             match res {
                 Ok(()) => {}
                 // Already there (stage 1 retried after a rescue shell).
@@ -173,10 +125,7 @@ mod tests {
     #[test]
     fn lists_sysfs_ifaces() {
         let d = tempfile::tempdir().expect("tmp");
-        for (n, idx, mac) in [
-            ("eth0", "2", "52:54:00:12:34:56"),
-            ("lo", "1", "00:00:00:00:00:00"),
-        ] {
+        for (n, idx, mac) in [("eth0", "2", "52:54:00:12:34:56"), ("lo", "1", "00:00:00:00:00:00")] {
             let p = d.path().join("class/net").join(n);
             fs::create_dir_all(&p).expect("mkdir");
             fs::write(p.join("ifindex"), format!("{idx}\n")).expect("w");

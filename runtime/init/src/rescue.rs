@@ -26,11 +26,7 @@ fn shell(stage: Stage) -> Command {
 
 /// Reports `reason`, then runs a rescue shell on the console again and again.
 pub fn forever(stage: Stage, reason: &str) -> ! {
-    console::event(
-        "rescue",
-        false,
-        serde_json::json!({ "reason": reason, "stage": format!("{stage:?}") }),
-    );
+    console::event("rescue", false, serde_json::json!({ "reason": reason, "stage": format!("{stage:?}") }));
     console::line("");
     console::line("*** Triton boot stopped ***");
     for l in reason.lines() {

@@ -21,19 +21,11 @@ pub enum RootfsError {
         source: std::io::Error,
     },
     #[error("loop device for {image}: {op}: {errno}")]
-    Loop {
-        image: PathBuf,
-        op: &'static str,
-        errno: Errno,
-    },
+    Loop { image: PathBuf, op: &'static str, errno: Errno },
     #[error(transparent)]
     Mount(#[from] MountError),
     #[error("switch root to {newroot}: {op}: {errno}")]
-    Switch {
-        newroot: PathBuf,
-        op: &'static str,
-        errno: Errno,
-    },
+    Switch { newroot: PathBuf, op: &'static str, errno: Errno },
 }
 
 // <linux/loop.h>
@@ -47,13 +39,7 @@ pub fn attach_loop(image: &Path) -> Result<PathBuf, RootfsError> {
         let path = path.to_path_buf();
         move |source| RootfsError::Io { what, path, source }
     };
-    let lerr = |op| {
-        move |errno| RootfsError::Loop {
-            image: image.to_path_buf(),
-            op,
-            errno,
-        }
-    };
+    let lerr = |op| move |errno| RootfsError::Loop { image: image.to_path_buf(), op, errno };
     let ctl = OpenOptions::new()
         .read(true)
         .write(true)
@@ -78,18 +64,13 @@ pub fn attach_loop(image: &Path) -> Result<PathBuf, RootfsError> {
     }
     let loopdev = match loopdev {
         Some(f) => f,
-        None => OpenOptions::new()
-            .read(true)
-            .open(&dev)
-            .map_err(io("opening", &dev))?,
+        None => OpenOptions::new().read(true).open(&dev).map_err(io("opening", &dev))?,
     };
     // SAFETY: LOOP_SET_FD takes the backing file descriptor by value; both fds
     // are valid and open for the duration of the call. The backing fd is
     // read-only, so the loop device is read-only.
-    Errno::result(unsafe {
-        libc::ioctl(loopdev.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd())
-    })
-    .map_err(lerr("LOOP_SET_FD"))?;
+    Errno::result(unsafe { libc::ioctl(loopdev.as_raw_fd(), LOOP_SET_FD as _, backing.as_raw_fd()) })
+        .map_err(lerr("LOOP_SET_FD"))?;
     Ok(dev)
 }
 
@@ -103,11 +84,7 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(run: &Path, newroot: &Path) -> Layout {
-        Layout {
-            lower: run.join("triton/lower"),
-            rw: run.join("triton/rw"),
-            newroot: newroot.to_path_buf(),
-        }
+        Layout { lower: run.join("triton/lower"), rw: run.join("triton/rw"), newroot: newroot.to_path_buf() }
     }
 
     /// The mounts that build the root from the loop device `dev`.
@@ -115,20 +92,8 @@ impl Layout {
         let upper = self.rw.join("upper");
         let work = self.rw.join("work");
         vec![
-            Mount::new(
-                &dev.to_string_lossy(),
-                &self.lower,
-                "squashfs",
-                MsFlags::MS_RDONLY,
-                None,
-            ),
-            Mount::new(
-                "tmpfs",
-                &self.rw,
-                "tmpfs",
-                MsFlags::empty(),
-                Some("mode=0755"),
-            ),
+            Mount::new(&dev.to_string_lossy(), &self.lower, "squashfs", MsFlags::MS_RDONLY, None),
+            Mount::new("tmpfs", &self.rw, "tmpfs", MsFlags::empty(), Some("mode=0755")),
             Mount::new(
                 "overlay",
                 &self.newroot,
@@ -151,11 +116,7 @@ pub fn mount_root(layout: &Layout, dev: &Path) -> Result<(), RootfsError> {
     apply(&t[..2])?;
     for d in ["upper", "work"] {
         let p = layout.rw.join(d);
-        fs::create_dir_all(&p).map_err(|source| RootfsError::Io {
-            what: "creating",
-            path: p.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&p).map_err(|source| RootfsError::Io { what: "creating", path: p.clone(), source })?;
     }
     apply(&t[2..])?;
     Ok(())
@@ -166,14 +127,8 @@ pub fn mount_root(layout: &Layout, dev: &Path) -> Result<(), RootfsError> {
 pub const CARRIED: &[(&str, &str)] = &[
     ("etc/node.config", "etc/node.config"),
     ("etc/triton-networking.json", "etc/triton-networking.json"),
-    (
-        "etc/triton-networking.json.hash",
-        "etc/triton-networking.json.hash",
-    ),
-    (
-        "filesystem.squashfs.hash",
-        "run/triton/boot/filesystem.squashfs.hash",
-    ),
+    ("etc/triton-networking.json.hash", "etc/triton-networking.json.hash"),
+    ("filesystem.squashfs.hash", "run/triton/boot/filesystem.squashfs.hash"),
     ("initrd.hash", "run/triton/boot/initrd.hash"),
 ];
 
@@ -194,11 +149,7 @@ pub fn carry_files(from: &Path, to: &Path) -> Result<Vec<String>, RootfsError> {
                 source,
             })?;
         }
-        fs::copy(&s, &d).map_err(|source| RootfsError::Io {
-            what: "copying to",
-            path: d.clone(),
-            source,
-        })?;
+        fs::copy(&s, &d).map_err(|source| RootfsError::Io { what: "copying to", path: d.clone(), source })?;
         done.push(dst.to_string());
     }
     Ok(done)
@@ -234,29 +185,16 @@ pub fn free_initramfs(root: &Path, keep: &Path) {
 /// Moves the API mounts into `newroot`, frees the initramfs and makes
 /// `newroot` the root. The caller then execs stage 2.
 pub fn switch_root(newroot: &Path) -> Result<(), RootfsError> {
-    let serr = |op| {
-        move |errno| RootfsError::Switch {
-            newroot: newroot.to_path_buf(),
-            op,
-            errno,
-        }
-    };
+    let serr = |op| move |errno| RootfsError::Switch { newroot: newroot.to_path_buf(), op, errno };
     for m in ["dev", "proc", "sys", "run"] {
         let target = newroot.join(m);
         let _ = fs::create_dir_all(&target);
-        mount(
-            Some(Path::new("/").join(m).as_path()),
-            &target,
-            None::<&str>,
-            MsFlags::MS_MOVE,
-            None::<&str>,
-        )
-        .map_err(serr("moving API mounts"))?;
+        mount(Some(Path::new("/").join(m).as_path()), &target, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+            .map_err(serr("moving API mounts"))?;
     }
     nix::unistd::chdir(newroot).map_err(serr("chdir"))?;
     free_initramfs(Path::new("/"), newroot);
-    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
-        .map_err(serr("mount --move"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(serr("mount --move"))?;
     nix::unistd::chroot(".").map_err(serr("chroot"))?;
     nix::unistd::chdir("/").map_err(serr("chdir /"))?;
     Ok(())
@@ -286,16 +224,7 @@ mod tests {
         fs::write(a.path().join("etc/node.config"), "datacenter_name='dc1'\n").expect("w");
         fs::write(a.path().join("filesystem.squashfs.hash"), "ab\n").expect("w");
         let got = carry_files(a.path(), b.path()).expect("carry");
-        assert_eq!(
-            got,
-            [
-                "etc/node.config",
-                "run/triton/boot/filesystem.squashfs.hash"
-            ]
-        );
-        assert_eq!(
-            fs::read_to_string(b.path().join("etc/node.config")).expect("r"),
-            "datacenter_name='dc1'\n"
-        );
+        assert_eq!(got, ["etc/node.config", "run/triton/boot/filesystem.squashfs.hash"]);
+        assert_eq!(fs::read_to_string(b.path().join("etc/node.config")).expect("r"), "datacenter_name='dc1'\n");
     }
 }

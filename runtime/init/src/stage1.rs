@@ -26,10 +26,7 @@ const IMAGE: &str = "/run/triton/filesystem.squashfs";
 const BASE_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
 
 /// Runs `f` as one phase: times it and prints its `TRITON-EVENT`.
-fn phase<T>(
-    name: &str,
-    f: impl FnOnce() -> anyhow::Result<(T, serde_json::Value)>,
-) -> anyhow::Result<T> {
+fn phase<T>(name: &str, f: impl FnOnce() -> anyhow::Result<(T, serde_json::Value)>) -> anyhow::Result<T> {
     let t = Instant::now();
     match f() {
         Ok((v, mut fields)) => {
@@ -40,11 +37,7 @@ fn phase<T>(
             Ok(v)
         }
         Err(e) => {
-            console::event(
-                name,
-                false,
-                json!({ "ms": t.elapsed().as_millis() as u64, "error": format!("{e:#}") }),
-            );
+            console::event(name, false, json!({ "ms": t.elapsed().as_millis() as u64, "error": format!("{e:#}") }));
             Err(e)
         }
     }
@@ -55,17 +48,14 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
     mounts::apply(&mounts::stage1_table(root)).context("mounting API filesystems")?;
     let cmdline_text = fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
     let cmdline = Cmdline::parse(&cmdline_text);
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .context("uname")?;
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).context("uname")?;
     console::line(&format!("triton-init stage 1 on Linux {release}"));
     if cmdline.rescue() {
         bail!("triton.rescue is on the kernel command line: stopping before the root switch");
     }
 
     phase("modules", || {
-        let mut loader =
-            Loader::new(root, &release).context("reading the initrd's module tables")?;
+        let mut loader = Loader::new(root, &release).context("reading the initrd's module tables")?;
         for m in BASE_MODULES {
             loader.load(m).with_context(|| format!("loading {m}"))?;
         }
@@ -80,22 +70,16 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         let bootif = cmdline.bootif()?;
         let ip = cmdline.ip()?;
         let Some(mac) = bootif else {
-            bail!(
-                "no BOOTIF= on the kernel command line; booter always passes it (BOOTIF=01-<mac>)"
-            );
+            bail!("no BOOTIF= on the kernel command line; booter always passes it (BOOTIF=01-<mac>)");
         };
         let Some(ip) = ip else {
             bail!("no static ip= on the kernel command line (ip=<addr>:::<netmask>::); DHCP in stage 1 is not supported yet");
         };
         let iface = net::wait_for_mac(Path::new("/sys"), mac, Duration::from_secs(30))?;
         net::configure(&iface, Some(&ip))?;
-        let carrier =
-            net::wait_for_carrier(Path::new("/sys"), &iface.name, Duration::from_secs(30));
+        let carrier = net::wait_for_carrier(Path::new("/sys"), &iface.name, Duration::from_secs(30));
         if !carrier {
-            console::line(&format!(
-                "warning: no carrier on {} after 30 s; trying anyway",
-                iface.name
-            ));
+            console::line(&format!("warning: no carrier on {} after 30 s; trying anyway", iface.name));
         }
         let fields = json!({ "ifname": iface.name, "mac": mac.to_string(), "ip": format!("{}/{}", ip.address, ip.prefix_len), "carrier": carrier });
         Ok(((), fields))
@@ -150,11 +134,7 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         Ok(((), json!({ "loop": dev, "carried": carried })))
     })?;
 
-    console::event(
-        "switch-root",
-        true,
-        json!({ "uptime_ms": console::uptime_ms() }),
-    );
+    console::event("switch-root", true, json!({ "uptime_ms": console::uptime_ms() }));
     rootfs::switch_root(newroot)?;
     let err = Command::new(STAGE2).arg0("init").exec();
     Err(anyhow!("exec {STAGE2}: {err}"))
@@ -162,11 +142,7 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
 
 fn read_pinned_hash(root: &Path) -> anyhow::Result<Sha256Hex> {
     let p = root.join("etc/triton/filesystem.squashfs.sha256");
-    let text = fs::read_to_string(&p).with_context(|| {
-        format!(
-            "reading {} (initrd built without a pinned hash?)",
-            p.display()
-        )
-    })?;
+    let text = fs::read_to_string(&p)
+        .with_context(|| format!("reading {} (initrd built without a pinned hash?)", p.display()))?;
     Ok(Sha256Hex::parse_file(&p.to_string_lossy(), &text)?)
 }

@@ -14,45 +14,27 @@ use crate::mounts;
 
 /// Loads zfs through the root's modprobe and returns the module version.
 fn load_zfs() -> anyhow::Result<String> {
-    let out = Command::new("/usr/sbin/modprobe")
-        .arg("zfs")
-        .output()
-        .context("running /usr/sbin/modprobe zfs")?;
+    let out = Command::new("/usr/sbin/modprobe").arg("zfs").output().context("running /usr/sbin/modprobe zfs")?;
     if !out.status.success() {
-        bail!(
-            "modprobe zfs failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("modprobe zfs failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
-    let v =
-        fs::read_to_string("/sys/module/zfs/version").context("reading /sys/module/zfs/version")?;
+    let v = fs::read_to_string("/sys/module/zfs/version").context("reading /sys/module/zfs/version")?;
     Ok(v.trim().to_string())
 }
 
 fn getty() -> std::io::Result<Child> {
-    Command::new("/usr/sbin/agetty")
-        .args(["--noclear", "-L", "console", "linux"])
-        .spawn()
+    Command::new("/usr/sbin/agetty").args(["--noclear", "-L", "console", "linux"]).spawn()
 }
 
 pub fn run() -> anyhow::Result<std::convert::Infallible> {
     let t = Instant::now();
     mounts::apply(&mounts::stage2_table(Path::new("/"))).context("mounting stage-2 filesystems")?;
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .context("uname")?;
+    let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).context("uname")?;
     let zfs = match load_zfs() {
         Ok(v) => v,
         Err(e) => {
-            console::event(
-                "stage2",
-                false,
-                json!({ "kernel": kernel, "error": format!("{e:#}") }),
-            );
-            return Err(
-                e.context("the zfs module must load for this node to import its zones pool")
-            );
+            console::event("stage2", false, json!({ "kernel": kernel, "error": format!("{e:#}") }));
+            return Err(e.context("the zfs module must load for this node to import its zones pool"));
         }
     };
     console::event(
@@ -85,9 +67,7 @@ fn supervise_console() -> ! {
             }
         }
         match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _))
-                if Some(pid) == getty_pid =>
-            {
+            Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) if Some(pid) == getty_pid => {
                 getty_pid = None;
             }
             Ok(_) => {}
