@@ -135,7 +135,10 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
     })?;
 
     let kver = modules_dir_version(&rootfs)?;
-    let tag = format!("{}-{}", source.stamp, std::process::id());
+    // Unique per build, also for the two builds `repro` runs in one process.
+    static BUILDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tag = format!("{}-{}-{n}", source.stamp, std::process::id());
     let staging = assemble::staging_dir(&cache.work(), &tag);
     let result = (|| -> anyhow::Result<Summary> {
         let (zfs, packages) = stage(&mut t, "assemble rootfs", || {
