@@ -59,8 +59,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         warm.stamp
     );
     match &cold {
-        Some((secs, _)) => row("cold build (fresh layers)", format!("{secs:.0} s"), "<= 900 s"),
-        None => row("cold build (fresh layers)", "not run".into(), "<= 900 s (use --cold)"),
+        Some((secs, _)) => row("cold build (empty cache)", format!("{secs:.0} s"), "<= 900 s"),
+        None => row("cold build (empty cache)", "not run".into(), "<= 900 s (use --cold)"),
     }
     row("warm rebuild (one runtime file)", format!("{warm_secs:.0} s"), "<= 60 s");
     for (n, s) in &warm.timings.0 {

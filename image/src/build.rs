@@ -17,8 +17,8 @@ use crate::runtime;
 use crate::source::{digest_inputs, sha256_file, Source};
 use crate::versions::{bzimage_version, module_vermagic, modules_dir_version, KernelVersions};
 
-/// zstd level of the initrd (its size target is 12 MiB).
-pub const INITRD_ZSTD_LEVEL: i32 = 19;
+/// zstd level of the initrd. 19 saves 0.9 MiB of 9.4 but takes 10x longer (20 s vs 2 s).
+pub const INITRD_ZSTD_LEVEL: i32 = 12;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Artifact {

@@ -43,7 +43,7 @@ pub fn write_tarball(dir: &Path, out: &Path, epoch: i64) -> anyhow::Result<()> {
     files.sort();
     let tmp = out.with_extension("tgz.tmp");
     let f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let gz = flate2::GzBuilder::new().mtime(0).write(f, flate2::Compression::default());
+    let gz = flate2::GzBuilder::new().mtime(0).write(f, flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     tar.mode(tar::HeaderMode::Deterministic);
     let mut dirs_done = std::collections::BTreeSet::new();
