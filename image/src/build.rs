@@ -129,6 +129,11 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
     let (rootfs, rf_built) = stage(&mut t, "rootfs layer (runtime packages)", || {
         mk.ensure("rootfs", &[&pins[0], &pins[1]], &pins, args.refresh)
     })?;
+    if internal.layer_cache.is_none() {
+        for p in cache.prune(&["buildroot", "rootfs"], &[buildroot.clone(), rootfs.clone()]) {
+            eprintln!("removed stale cached layer {}", p.display());
+        }
+    }
 
     let bins = stage(&mut t, "runtime binaries (cargo in the trixie buildroot)", || {
         runtime::build(&src, &buildroot, &cache.cargo_target(), &cache.logs())

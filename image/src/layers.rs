@@ -72,6 +72,22 @@ impl Cache {
         Ok(f)
     }
 
+    /// Removes cached layers of older inputs: every `<name>-<key>` directory
+    /// whose name is one of `names` but which is not in `keep`.
+    pub fn prune(&self, names: &[&str], keep: &[PathBuf]) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        let Ok(rd) = fs::read_dir(self.layers()) else { return removed };
+        for e in rd.flatten() {
+            let p = e.path();
+            let file = e.file_name().to_string_lossy().into_owned();
+            let ours = names.iter().any(|n| file.strip_prefix(n).is_some_and(|r| r.starts_with('-')));
+            if ours && !keep.contains(&p) && remove_tree(&p).is_ok() {
+                removed.push(p);
+            }
+        }
+        removed
+    }
+
     /// Removes leftovers of interrupted builds (only ever `.tmp-*`).
     pub fn sweep(&self) {
         for dir in [self.layers(), self.work()] {
@@ -334,6 +350,20 @@ os.makedirs(os.path.join(out, "rootfs", "usr", "bin"), exist_ok=True)
         assert!(built && layer.join("usr/bin").is_dir());
         let (again, built) = mk.ensure("rootfs", &[], &[], false).expect("cached");
         assert_eq!((again, built), (layer, false));
+    }
+
+    #[test]
+    fn prune_keeps_current_layers() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = Cache::new(d.path());
+        c.create().expect("create");
+        for n in ["rootfs-old", "rootfs-new", "buildroot-new", "tools-x", "rootfsx-y"] {
+            fs::create_dir_all(c.layers().join(n)).expect("mkdir");
+        }
+        let keep = [c.layers().join("rootfs-new"), c.layers().join("buildroot-new")];
+        let removed = c.prune(&["rootfs", "buildroot"], &keep);
+        assert_eq!(removed, [c.layers().join("rootfs-old")]);
+        assert!(c.layers().join("tools-x").exists() && c.layers().join("rootfsx-y").exists());
     }
 
     #[test]
