@@ -81,17 +81,24 @@ impl Source {
     }
 }
 
-/// sha256 over a set of files and directories (paths and contents, sorted),
-/// plus extra strings: the cache key of a layer.
+/// sha256 over a set of files and directories (their contents and their
+/// paths relative to each input's parent, so the key is the same in every
+/// checkout), plus extra strings: the cache key of a layer.
 pub fn digest_inputs(paths: &[PathBuf], extra: &[&str]) -> anyhow::Result<String> {
-    let mut files = Vec::new();
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
     for p in paths {
-        collect(p, &mut files).with_context(|| format!("reading layer input {}", p.display()))?;
+        let base = p.parent().unwrap_or(Path::new(""));
+        let mut found = Vec::new();
+        collect(p, &mut found).with_context(|| format!("reading layer input {}", p.display()))?;
+        for f in found {
+            let rel = f.strip_prefix(base).unwrap_or(&f).to_string_lossy().into_owned();
+            files.push((rel, f));
+        }
     }
     files.sort();
     let mut h = Sha256::new();
-    for f in &files {
-        h.update(f.to_string_lossy().as_bytes());
+    for (rel, f) in &files {
+        h.update(rel.as_bytes());
         h.update([0]);
         h.update(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
         h.update([0]);
@@ -148,6 +155,12 @@ mod tests {
         let k1 = digest_inputs(&[d.path().to_path_buf()], &["x"]).expect("k");
         assert_eq!(k1, digest_inputs(&[d.path().to_path_buf()], &["x"]).expect("k"));
         assert_ne!(k1, digest_inputs(&[d.path().to_path_buf()], &["y"]).expect("k"));
+        // The same inputs in another checkout give the same key.
+        let other = tempfile::tempdir().expect("tmp");
+        let copy = other.path().join(d.path().file_name().expect("name"));
+        std::fs::create_dir_all(&copy).expect("mkdir");
+        std::fs::write(copy.join("a"), "1").expect("w");
+        assert_eq!(k1, digest_inputs(&[copy], &["x"]).expect("k"));
         std::fs::write(d.path().join("a"), "2").expect("w");
         assert_ne!(k1, digest_inputs(&[d.path().to_path_buf()], &["x"]).expect("k"));
     }
