@@ -39,6 +39,21 @@ fn tree_digests(root: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// Lines of `unsquashfs -lln` (mode, owner, size, time, path) that are in
+/// one image's listing and not the other's.
+pub fn listing_diff(a: &Path, b: &Path) -> anyhow::Result<Vec<String>> {
+    let list = |p: &Path| -> anyhow::Result<Vec<String>> {
+        let out = host::output(Command::new("unsquashfs").args(["-lln", "-d", ""]).arg(p))?;
+        Ok(out.lines().map(str::to_string).collect())
+    };
+    let (la, lb) = (list(a)?, list(b)?);
+    let (sa, sb): (std::collections::BTreeSet<_>, std::collections::BTreeSet<_>) =
+        (la.iter().collect(), lb.iter().collect());
+    let mut out: Vec<String> = sa.difference(&sb).map(|l| format!("a: {l}")).collect();
+    out.extend(sb.difference(&sa).map(|l| format!("b: {l}")));
+    Ok(out)
+}
+
 /// Files that differ between two trees (missing on either side included).
 pub fn diff_trees(a: &Path, b: &Path) -> anyhow::Result<Vec<String>> {
     let (da, db) = (tree_digests(a)?, tree_digests(b)?);
@@ -117,6 +132,17 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
             msg.push_str(&format!("\nfiles that differ in the root filesystem ({}):\n  ", files.len()));
             msg.push_str(&files.iter().take(50).cloned().collect::<Vec<_>>().join("\n  "));
         }
+        // Same contents but different squashfs: owners, modes, sizes, links.
+        let squash = |s: &Summary| s.platform_dir.join("x86_64/filesystem.squashfs");
+        let meta = listing_diff(&squash(&a), &squash(&b))?;
+        if !meta.is_empty() {
+            msg.push_str(&format!(
+                "
+squashfs listing differences (unsquashfs -lln, {}):\n  ",
+                meta.len()
+            ));
+            msg.push_str(&meta.iter().take(50).cloned().collect::<Vec<_>>().join("\n  "));
+        }
         Err(anyhow::anyhow!(msg))
     };
     for s in [&a.staging, &b.staging].into_iter().flatten() {
@@ -150,5 +176,31 @@ mod tests {
         fs::write(b.join("etc/shadow"), "root:2").expect("w");
         fs::write(b.join("only-b"), "").expect("w");
         assert_eq!(diff_trees(&a, &b).expect("diff"), ["etc/shadow", "only-b"]);
+    }
+
+    #[test]
+    fn squashfs_listing_shows_metadata_only_differences() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tmp");
+        let mut images = Vec::new();
+        for (name, mode) in [("a", 0o644), ("b", 0o600)] {
+            let t = d.path().join(name);
+            fs::create_dir_all(&t).expect("mkdir");
+            fs::write(t.join("f"), "same").expect("w");
+            fs::set_permissions(t.join("f"), fs::Permissions::from_mode(mode)).expect("chmod");
+            let img = d.path().join(format!("{name}.sqfs"));
+            host::output(Command::new("mksquashfs").arg(&t).arg(&img).args([
+                "-noappend",
+                "-no-progress",
+                "-all-time",
+                "1",
+            ]))
+            .expect("mksquashfs (squashfs-tools)");
+            images.push(img);
+        }
+        assert!(diff_trees(&d.path().join("a"), &d.path().join("b")).expect("diff").is_empty());
+        let l = listing_diff(&images[0], &images[1]).expect("listing");
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(l[0].starts_with("a: -rw-r--r--") && l[1].starts_with("b: -rw-------"), "{l:?}");
     }
 }
