@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The one test command (README, .ci/run): set-up check, lints, unit tests,
-# PI build, QEMU boot tests, reproducibility check.
+# The one test command (README, .ci/run): host set-up, lints, unit tests,
+# PI build, artifact checks, QEMU boot tests, reproducibility check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
 step() { printf '\n=== %s ===\n' "$*"; }
+# Runs a cargo test command, keeping its "test result" lines for the total.
+tests() { "$@" 2>&1 | tee -a "$results"; }
 
 step "host set-up"
 if [ "$(id -u)" = 0 ]; then bash ci/setup.sh; else sudo bash ci/setup.sh; fi
@@ -14,20 +18,20 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "unit and component tests"
-cargo test --workspace --locked --lib --bins
+tests cargo test --workspace --locked --lib --bins
 
 step "build the platform image"
 cargo build --release --locked -p image
 ./target/release/triton-pi build --json
 
 step "artifact checks (tarball layout, version files, hashes, contents)"
-cargo test --locked -p ci --test artifacts
+tests cargo test --locked -p ci --test artifacts
 
 step "QEMU boot tests (TCG, direct kernel, squashfs over HTTP)"
-cargo test --locked -p ci --test vm_boot -- --test-threads=2
+tests cargo test --locked -p ci --test vm_boot -- --test-threads=2
 
-step "reproducibility (second build with fresh Debian layers)"
+step "reproducibility (second build of HEAD with fresh Debian layers and runtime)"
 ./target/release/triton-pi repro
 
-echo
-echo "all test stages passed"
+step "summary"
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$results"
