@@ -136,7 +136,9 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
     }
 
     let bins = stage(&mut t, "runtime binaries (cargo in the trixie buildroot)", || {
-        runtime::build(&src, &buildroot, &cache.cargo_target(), &cache.logs())
+        let target =
+            internal.layer_cache.as_ref().map(|l| l.join("cargo-target")).unwrap_or_else(|| cache.cargo_target());
+        runtime::build(&src, &buildroot, &target, &cache.logs())
     })?;
 
     let kver = modules_dir_version(&rootfs)?;
@@ -291,7 +293,6 @@ fn build_info(
         "stamp": source.stamp,
         "source_date_epoch": source.source_date_epoch,
         "commit": source.commit,
-        "branch": source.branch,
         "dirty": source.dirty,
         "toolchain": toolchain.trim(),
         "mkosi": mk.version(),

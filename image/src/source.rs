@@ -13,7 +13,6 @@ use crate::host::output;
 pub struct Source {
     pub root: PathBuf,
     pub commit: String,
-    pub branch: String,
     pub commit_epoch: i64,
     pub dirty: bool,
     /// `YYYYMMDDTHHMMSSZ` of the commit time (UTC).
@@ -49,7 +48,6 @@ impl Source {
             .trim()
             .to_string();
         let commit_epoch: i64 = git(&["show", "-s", "--format=%ct", "HEAD"])?.trim().parse().context("commit time")?;
-        let branch = git(&["rev-parse", "--abbrev-ref", "HEAD"]).map(|s| s.trim().to_string()).unwrap_or_default();
         let dirty = !git(&["status", "--porcelain", "--untracked-files=no"])?.trim().is_empty();
         let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(v) => v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number"))?,
@@ -61,7 +59,6 @@ impl Source {
         Ok(Source {
             root: root.to_path_buf(),
             commit,
-            branch,
             commit_epoch,
             dirty,
             stamp: stamp_of(source_date_epoch),
@@ -69,11 +66,12 @@ impl Source {
         })
     }
 
-    /// linux-live's `etc/version/gitstatus`: a JSON array of repos.
+    /// linux-live's `etc/version/gitstatus`: a JSON array of repos. No branch
+    /// name: it is not part of the commit, and two builds of one commit must
+    /// be identical whichever branch (or detached checkout) they come from.
     pub fn gitstatus(&self) -> serde_json::Value {
         serde_json::json!([{
             "repo": "triton-linux-platform",
-            "branch": self.branch,
             "rev": self.commit,
             "commit_date": self.commit_epoch,
             "dirty": self.dirty,
