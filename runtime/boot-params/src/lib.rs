@@ -5,10 +5,15 @@
 //! the values that stage 1 acts on (`BOOTIF`, `ip=`, `fetch=`).
 
 mod cmdline;
+pub mod identity;
 mod ip;
+pub mod networking;
+pub mod node_config;
 
 pub use cmdline::{split_words, Cmdline};
-pub use ip::{IpConfig, IpParseError};
+pub use ip::{netmask_prefix, IpConfig, IpParseError};
+pub use networking::NetworkingJson;
+pub use node_config::NodeConfig;
 
 use std::fmt;
 
