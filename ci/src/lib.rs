@@ -3,5 +3,6 @@
 //! the tests read and type into.
 
 pub mod http;
+pub mod inject;
 pub mod platform;
 pub mod qemu;

@@ -20,6 +20,8 @@ pub struct VmSpec {
     pub nic_model: String,
     pub memory_mib: u32,
     pub cpus: u32,
+    /// SMBIOS system UUID (`-uuid`), as firmware reports it.
+    pub uuid: Option<String>,
 }
 
 impl VmSpec {
@@ -49,6 +51,9 @@ impl VmSpec {
             self.initrd.display().to_string(),
         ]);
         a.extend(["-append".into(), self.append.clone()]);
+        if let Some(u) = &self.uuid {
+            a.extend(["-uuid".into(), u.clone()]);
+        }
         a.extend(["-netdev".into(), "user,id=n0".into()]);
         a.extend(["-device".into(), format!("{},netdev=n0,mac={}", self.nic_model, self.mac)]);
         a
@@ -201,6 +206,7 @@ mod tests {
             nic_model: "e1000".into(),
             memory_mib: 2048,
             cpus: 2,
+            uuid: None,
         };
         let a = s.args();
         let pos = |x: &str| a.iter().position(|v| v == x).expect(x);

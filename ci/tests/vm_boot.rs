@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ci::http::HttpServer;
+use ci::inject::initrd_with_files;
 use ci::platform::Platform;
 use ci::qemu::{Vm, VmSpec};
 
@@ -16,7 +17,7 @@ const BOOT: Duration = Duration::from_secs(300);
 
 fn cmdline(mac: &str, fetch: &str) -> String {
     format!(
-        "console=ttyS0,115200n8 panic=0 BOOTIF=01-{} ip=10.0.2.15:::255.255.255.0:: hostname=cn-test fetch={fetch}",
+        "console=ttyS0,115200n8 panic=0 BOOTIF=01-{} ip=10.0.2.15:::255.255.255.0:: fetch={fetch}",
         mac.replace(':', "-")
     )
 }
@@ -30,6 +31,7 @@ fn spec(p: &Platform, mac: &str, nic: &str, fetch: &str) -> VmSpec {
         nic_model: nic.into(),
         memory_mib: 2048,
         cpus: 1,
+        uuid: None,
     }
 }
 
@@ -74,10 +76,24 @@ fn e1000_cn_boots_to_stage2_with_zfs() {
 
 /// Boots with `fetch` pointing at something wrong; expects `phase` to fail
 /// with `message`, then a working rescue shell and no kernel panic.
-fn stops_in_rescue(name: &str, mac: &str, serve: &Path, path: &str, phase: &str, message: &str) {
+fn stops_in_rescue(
+    name: &str,
+    mac: &str,
+    serve: &Path,
+    path: &str,
+    inject: &[(&str, &[u8])],
+    phase: &str,
+    message: &str,
+) {
     let p = Platform::locate().expect("platform");
     let http = HttpServer::serve_dir(serve).expect("http");
-    let mut vm = Vm::start(name, &spec(&p, mac, "virtio-net-pci", &http.guest_url(path))).expect("qemu");
+    let mut s = spec(&p, mac, "virtio-net-pci", &http.guest_url(path));
+    let tmp = tempfile::tempdir().expect("tmp");
+    if !inject.is_empty() {
+        s.initrd = tmp.path().join("initrd");
+        initrd_with_files(&p.x86("initrd"), inject, &s.initrd).expect("inject");
+    }
+    let mut vm = Vm::start(name, &s).expect("qemu");
     let ev = vm.wait_event(phase, BOOT).expect("phase event");
     assert_eq!(ev["ok"], false, "{ev}");
     let err = ev["error"].as_str().unwrap_or_default();
@@ -100,11 +116,86 @@ fn squashfs_hash_mismatch_stops_in_rescue_shell() {
     let d = tempfile::tempdir().expect("tmp");
     // A squashfs that is not the one this initrd was built with.
     std::fs::copy(p.x86("initrd"), d.path().join("filesystem.squashfs")).expect("copy");
-    stops_in_rescue("mismatch", "52:54:00:12:34:58", d.path(), "filesystem.squashfs", "verify", "sha256 mismatch");
+    stops_in_rescue("mismatch", "52:54:00:12:34:58", d.path(), "filesystem.squashfs", &[], "verify", "sha256 mismatch");
 }
 
 #[test]
 fn failed_fetch_stops_in_rescue_shell() {
     let d = tempfile::tempdir().expect("tmp");
-    stops_in_rescue("nofetch", "52:54:00:12:34:59", d.path(), "os/missing/filesystem.squashfs", "fetch", "404");
+    stops_in_rescue("nofetch", "52:54:00:12:34:59", d.path(), "os/missing/filesystem.squashfs", &[], "fetch", "404");
+}
+
+#[test]
+fn booter_squashfs_hash_mismatch_stops_in_rescue_shell() {
+    let p = Platform::locate().expect("platform");
+    let wrong = format!("{}\n", "0".repeat(64));
+    stops_in_rescue(
+        "booterhash",
+        "52:54:00:12:34:5b",
+        &p.dir,
+        "x86_64/filesystem.squashfs",
+        &[("filesystem.squashfs.hash", wrong.as_bytes())],
+        "verify",
+        "differs from booter's",
+    );
+}
+
+/// SMBIOS UUID → sysinfo UUID and /etc/hostid; no `hostname=` → the admin
+/// MAC with dashes; node.config's root_shadow → a working console login;
+/// booter's squashfs hash file checked.
+#[test]
+fn node_identity_and_console_login_from_node_config() {
+    const PASSWORD: &str = "triton-test";
+    const SHADOW: &str =
+        "$6$tritonci$xuDjYU/6KX3NUapGihw3W.UYZCBTPjR3CKe6OCmWl35MlIHznEx6gPusz.jad.lj/v1NiC2OFO3H2LjufbEkJ0";
+    let p = Platform::locate().expect("platform");
+    let http = HttpServer::serve_dir(&p.dir).expect("http");
+    let mac = "52:54:00:12:34:5a";
+    let mut s = spec(&p, mac, "virtio-net-pci", &http.guest_url("x86_64/filesystem.squashfs"));
+    s.uuid = Some("4c4c4544-0036-3010-8036-b5c04f4e3032".into());
+    let tmp = tempfile::tempdir().expect("tmp");
+    s.initrd = tmp.path().join("initrd");
+    let node_config = format!("datacenter_name='ci-1'\nroot_shadow='{SHADOW}'\n");
+    let hash = std::fs::read(p.x86("filesystem.squashfs.hash")).expect("hash");
+    initrd_with_files(
+        &p.x86("initrd"),
+        &[("etc/node.config", node_config.as_bytes()), ("filesystem.squashfs.hash", &hash)],
+        &s.initrd,
+    )
+    .expect("inject");
+    let mut vm = Vm::start("identity", &s).expect("qemu");
+
+    let verify = vm.wait_event("verify", BOOT).expect("verify");
+    assert_eq!(verify["checked"], serde_json::json!(["initrd", "booter"]), "{verify}");
+    let rootfs = vm.wait_event("rootfs", BOOT).expect("rootfs");
+    assert!(rootfs["carried"].as_array().is_some_and(|a| a.iter().any(|c| c == "etc/node.config")), "{rootfs}");
+    let ev = vm.wait_event("stage2", BOOT).expect("stage2");
+    assert_eq!(ev["ok"], true, "{ev}");
+    let uuid = "44454c4c-3600-1030-8036-b5c04f4e3032";
+    assert_eq!(ev["uuid"], uuid);
+    let hostid = u32::from_le_bytes(boot_params::identity::hostid_bytes(uuid));
+    assert_eq!(ev["hostid"], format!("{hostid:08x}"));
+    assert_eq!(ev["hostname"], "52-54-00-12-34-5a");
+    assert_eq!(ev["root_password"], "from node.config");
+    let arc = ev["arc_max"].as_u64().expect("arc_max");
+    assert!((256 << 20..=1 << 30).contains(&arc), "ARC cap {arc} for a 2 GiB node");
+
+    // Log in on the console with the password from node.config.
+    let mut logged_in = false;
+    for attempt in 0..3 {
+        std::thread::sleep(Duration::from_secs(5));
+        vm.type_line("root").expect("type");
+        std::thread::sleep(Duration::from_secs(3));
+        vm.type_line(PASSWORD).expect("type");
+        std::thread::sleep(Duration::from_secs(3));
+        vm.type_line(&format!("echo LOGIN{attempt}-$(id -u)-$(hostname)-$(od -An -tx4 /etc/hostid | tr -d ' ')"))
+            .expect("type");
+        let want = format!("LOGIN{attempt}-0-52-54-00-12-34-5a-{hostid:08x}");
+        if vm.wait_line("login output", Duration::from_secs(20), |l| l.contains(&want)).is_ok() {
+            logged_in = true;
+            break;
+        }
+    }
+    assert!(logged_in, "console login with node.config's root_shadow failed:\n{}", vm.lines().join("\n"));
+    no_panic(&vm);
 }

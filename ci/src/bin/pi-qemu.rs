@@ -40,6 +40,7 @@ fn run() -> anyhow::Result<()> {
         nic_model: "virtio-net-pci".into(),
         memory_mib: 2048,
         cpus: 2,
+        uuid: None,
     };
     let mut args = spec.args();
     // Interactive: serial and the QEMU monitor multiplexed on this terminal.

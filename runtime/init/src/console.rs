@@ -6,6 +6,8 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use serde_json::json;
+
 static START: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Installs the tracing subscriber (console + kmsg).
@@ -84,6 +86,25 @@ pub fn event_line(phase: &str, ok: bool, fields: serde_json::Value) -> String {
 /// Prints a `TRITON-EVENT` line.
 pub fn event(phase: &str, ok: bool, fields: serde_json::Value) {
     line(&event_line(phase, ok, fields));
+}
+
+/// Runs `f` as one phase: times it and prints its `TRITON-EVENT` (with the
+/// phase's own `ms`; failures carry the error).
+pub fn phase<T>(name: &str, f: impl FnOnce() -> anyhow::Result<(T, serde_json::Value)>) -> anyhow::Result<T> {
+    let t = Instant::now();
+    match f() {
+        Ok((v, mut fields)) => {
+            if let serde_json::Value::Object(m) = &mut fields {
+                m.insert("ms".into(), (t.elapsed().as_millis() as u64).into());
+            }
+            event(name, true, fields);
+            Ok(v)
+        }
+        Err(e) => {
+            event(name, false, json!({ "ms": t.elapsed().as_millis() as u64, "error": format!("{e:#}") }));
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

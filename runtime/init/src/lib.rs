@@ -16,10 +16,13 @@ pub mod kmod;
 pub mod modalias;
 pub mod mounts;
 pub mod net;
+pub mod node;
 pub mod rescue;
 pub mod rootfs;
 pub mod stage1;
 pub mod stage2;
+pub mod udev;
+pub mod zfs_load;
 
 /// Which stage this process runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

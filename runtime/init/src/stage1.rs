@@ -4,13 +4,13 @@ use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use boot_params::{Cmdline, FetchSource};
 use serde_json::json;
 
-use crate::console;
+use crate::console::{self, phase};
 use crate::fetch::{self, FetchError, Policy};
 use crate::hashes::Sha256Hex;
 use crate::kmod::Loader;
@@ -24,24 +24,6 @@ pub const STAGE2: &str = "/usr/sbin/triton-init";
 const IMAGE: &str = "/run/triton/filesystem.squashfs";
 /// Modules stage 1 always loads (the NIC drivers come by modalias).
 const BASE_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
-
-/// Runs `f` as one phase: times it and prints its `TRITON-EVENT`.
-fn phase<T>(name: &str, f: impl FnOnce() -> anyhow::Result<(T, serde_json::Value)>) -> anyhow::Result<T> {
-    let t = Instant::now();
-    match f() {
-        Ok((v, mut fields)) => {
-            if let serde_json::Value::Object(m) = &mut fields {
-                m.insert("ms".into(), (t.elapsed().as_millis() as u64).into());
-            }
-            console::event(name, true, fields);
-            Ok(v)
-        }
-        Err(e) => {
-            console::event(name, false, json!({ "ms": t.elapsed().as_millis() as u64, "error": format!("{e:#}") }));
-            Err(e)
-        }
-    }
-}
 
 pub fn run() -> anyhow::Result<std::convert::Infallible> {
     let root = Path::new("/");

@@ -1,60 +1,104 @@
-//! Stage 2, PID 1 in the real root. For now: API filesystems, zfs, the
-//! `stage2` event, a console login, and reaping forever.
+//! Stage 2, PID 1 in the real root: API filesystems, udev, node identity
+//! (hostid, hostname, root password), zfs with an ARC cap, then a console
+//! login and reaping. Pool import, networking and services come next.
 
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use boot_params::{identity, Cmdline, NetworkingJson, NodeConfig};
 use serde_json::json;
 
-use crate::console;
-use crate::mounts;
-
-/// Loads zfs through the root's modprobe and returns the module version.
-fn load_zfs() -> anyhow::Result<String> {
-    let out = Command::new("/usr/sbin/modprobe").arg("zfs").output().context("running /usr/sbin/modprobe zfs")?;
-    if !out.status.success() {
-        bail!("modprobe zfs failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let v = fs::read_to_string("/sys/module/zfs/version").context("reading /sys/module/zfs/version")?;
-    Ok(v.trim().to_string())
-}
+use crate::console::{self, phase};
+use crate::{mounts, node, udev, zfs_load};
 
 fn getty() -> std::io::Result<Child> {
     Command::new("/usr/sbin/agetty").args(["--noclear", "-L", "console", "linux"]).spawn()
 }
 
 pub fn run() -> anyhow::Result<std::convert::Infallible> {
-    let t = Instant::now();
-    mounts::apply(&mounts::stage2_table(Path::new("/"))).context("mounting stage-2 filesystems")?;
+    let root = Path::new("/");
+    mounts::apply(&mounts::stage2_table(root)).context("mounting stage-2 filesystems")?;
     let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).context("uname")?;
-    let zfs = match load_zfs() {
-        Ok(v) => v,
-        Err(e) => {
-            console::event("stage2", false, json!({ "kernel": kernel, "error": format!("{e:#}") }));
-            return Err(e.context("the zfs module must load for this node to import its zones pool"));
+    let cmdline = Cmdline::parse(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let node_config = NodeConfig::parse(&fs::read_to_string("/etc/node.config").unwrap_or_default());
+    for (line, why) in &node_config.warnings {
+        console::line(&format!("warning: /etc/node.config line {line}: {why} (ignored)"));
+    }
+
+    // udev is needed for the disk links ZFS uses; without it the node still
+    // comes up (unsetup), so a failure is reported, not fatal.
+    let udevd = phase("udev", || {
+        let child = udev::start()?;
+        udev::coldplug(60)?;
+        Ok((child, json!({})))
+    })
+    .map_err(|e| console::line(&format!("warning: {e:#}")))
+    .ok();
+
+    let ident = phase("identity", || {
+        let uuid = node::server_uuid(Path::new("/sys"));
+        let hostid = match &uuid {
+            Some(u) => Some(node::write_hostid(root, u)?),
+            None => {
+                console::line("warning: no usable SMBIOS UUID (all zeros or missing); /etc/hostid not written");
+                None
+            }
+        };
+        let net_mac = fs::read_to_string("/etc/triton-networking.json")
+            .ok()
+            .and_then(|t| NetworkingJson::parse(&t).ok())
+            .and_then(|n| n.admin_mac());
+        let admin_mac = net_mac.or(cmdline.bootif().ok().flatten());
+        let hostname = identity::hostname(cmdline.get("hostname"), node_config.get("hostname"), admin_mac);
+        if let Some(h) = &hostname {
+            node::set_hostname(root, h, true)?;
         }
-    };
-    console::event(
-        "stage2",
-        true,
-        json!({ "kernel": kernel, "zfs": zfs, "ms": t.elapsed().as_millis() as u64, "uptime_ms": console::uptime_ms() }),
-    );
-    supervise_console()
+        let root_password = match node_config.get("root_shadow") {
+            None => "locked (no root_shadow in node.config)".to_string(),
+            Some(h) => match node::set_root_shadow(root, h) {
+                Ok(()) => "from node.config".to_string(),
+                Err(e) => {
+                    console::line(&format!("warning: {e:#}"));
+                    format!("locked ({e})")
+                }
+            },
+        };
+        let fields = json!({ "uuid": uuid, "hostid": hostid, "hostname": hostname, "root_password": root_password });
+        Ok((fields.clone(), fields))
+    })?;
+
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let arc_override = cmdline.get("triton.zfs_arc_max").and_then(|v| v.parse().ok());
+    let arc_max = zfs_load::arc_max(zfs_load::mem_total(&meminfo).unwrap_or(0), arc_override);
+    let zfs = phase("zfs", || {
+        let v = zfs_load::load(arc_max).context("the zfs module must load for this node to import its zones pool")?;
+        Ok((v.clone(), json!({ "version": v, "arc_max": arc_max })))
+    })?;
+
+    let mut fields = json!({ "kernel": kernel, "zfs": zfs, "arc_max": arc_max, "uptime_ms": console::uptime_ms() });
+    if let (Some(f), Some(i)) = (fields.as_object_mut(), ident.as_object()) {
+        f.extend(i.clone());
+    }
+    console::event("stage2", true, fields);
+    supervise(udevd)
 }
 
-/// Keeps a login prompt on the console and reaps every child. Never returns.
-fn supervise_console() -> ! {
+/// Keeps a login prompt on the console and udevd running, and reaps every
+/// child. Never returns.
+fn supervise(udevd: Option<Child>) -> ! {
     use nix::sys::wait::{waitpid, WaitStatus};
     use nix::unistd::Pid;
+    let pid_of = |c: &Child| Pid::from_raw(c.id() as i32);
+    let mut udevd_pid = udevd.as_ref().map(pid_of);
     let mut backoff = Duration::from_secs(1);
     let mut getty_pid = None;
     loop {
         if getty_pid.is_none() {
             match getty() {
-                Ok(c) => getty_pid = Some(Pid::from_raw(c.id() as i32)),
+                Ok(c) => getty_pid = Some(pid_of(&c)),
                 Err(e) => {
                     console::line(&format!(
                         "cannot start agetty on the console: {e}; retrying in {}s",
@@ -67,8 +111,14 @@ fn supervise_console() -> ! {
             }
         }
         match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) if Some(pid) == getty_pid => {
-                getty_pid = None;
+            Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) => {
+                if Some(pid) == getty_pid {
+                    getty_pid = None;
+                } else if Some(pid) == udevd_pid {
+                    console::line("systemd-udevd exited; restarting it");
+                    std::thread::sleep(Duration::from_secs(1));
+                    udevd_pid = udev::start().ok().as_ref().map(pid_of);
+                }
             }
             Ok(_) => {}
             Err(nix::errno::Errno::ECHILD) => getty_pid = None,
