@@ -199,3 +199,23 @@ fn node_identity_and_console_login_from_node_config() {
     assert!(logged_in, "console login with node.config's root_shadow failed:\n{}", vm.lines().join("\n"));
     no_panic(&vm);
 }
+
+/// `triton.rescue`: the node comes up to stage 2, then stops in a root shell
+/// on the console before the zones pool would be imported.
+#[test]
+fn triton_rescue_stops_in_stage2_with_a_root_shell() {
+    let p = Platform::locate().expect("platform");
+    let http = HttpServer::serve_dir(&p.dir).expect("http");
+    let mut s = spec(&p, "52:54:00:12:34:5c", "virtio-net-pci", &http.guest_url("x86_64/filesystem.squashfs"));
+    s.append.push_str(" triton.rescue");
+    let mut vm = Vm::start("rescue", &s).expect("qemu");
+    let ev = vm.wait_event("stage2", BOOT).expect("stage2");
+    assert_eq!(ev["ok"], true, "{ev}");
+    let r = vm.wait_event("rescue", Duration::from_secs(60)).expect("rescue");
+    assert_eq!(r["stage"], "Root", "{r}");
+    assert!(r["reason"].as_str().unwrap_or_default().contains("before pool import"), "{r}");
+    std::thread::sleep(Duration::from_secs(3));
+    vm.type_line("echo RESCUE-$((20+22))-$(id -u)").expect("type");
+    vm.wait_line("root shell", Duration::from_secs(60), |l| l.contains("RESCUE-42-0")).expect("root shell works");
+    no_panic(&vm);
+}

@@ -2,6 +2,10 @@
 //! PID 1 never returns from here.
 
 use std::process::Command;
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
 use std::time::Duration;
 
 use crate::console;
@@ -35,23 +39,31 @@ pub fn forever(stage: Stage, reason: &str) -> ! {
     console::line("*** Starting a rescue shell on the console. Fix the cause (booter");
     console::line("*** configuration, network, platform image) and reboot with 'reboot -f'.");
     loop {
-        let status = shell(stage).env("PS1", "triton-rescue# ").status();
-        match status {
-            Ok(s) => console::line(&format!("rescue shell exited ({s}); starting another")),
+        match shell(stage).env("PS1", "triton-rescue# ").spawn() {
+            Ok(child) => {
+                let status = wait_reaping(Pid::from_raw(child.id() as i32));
+                console::line(&format!("rescue shell exited ({status}); starting another"));
+            }
             Err(e) => console::line(&format!("cannot start the rescue shell: {e}")),
         }
-        reap_all();
         std::thread::sleep(Duration::from_secs(1));
     }
 }
 
-/// Reaps any exited children without blocking.
-pub fn reap_all() {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    use nix::unistd::Pid;
-    while let Ok(s) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-        if s == WaitStatus::StillAlive {
-            break;
+/// Waits for `pid` while reaping every other child that exits meanwhile
+/// (PID 1 inherits orphans: they must not pile up as zombies).
+fn wait_reaping(pid: Pid) -> String {
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(p, code)) if p == pid => return format!("exit {code}"),
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => return format!("signal {sig}"),
+            Ok(_) => {}
+            Err(Errno::ECHILD) => return "gone".into(),
+            Err(Errno::EINTR) => {}
+            Err(e) => {
+                console::line(&format!("waitpid: {e}"));
+                std::thread::sleep(Duration::from_millis(200));
+            }
         }
     }
 }

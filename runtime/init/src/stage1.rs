@@ -32,9 +32,6 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
     let cmdline = Cmdline::parse(&cmdline_text);
     let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).context("uname")?;
     console::line(&format!("triton-init stage 1 on Linux {release}"));
-    if cmdline.rescue() {
-        bail!("triton.rescue is on the kernel command line: stopping before the root switch");
-    }
 
     phase("modules", || {
         let mut loader = Loader::new(root, &release).context("reading the initrd's module tables")?;

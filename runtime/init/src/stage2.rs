@@ -83,6 +83,10 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         f.extend(i.clone());
     }
     console::event("stage2", true, fields);
+    if cmdline.rescue() {
+        // The operator asked to stop before the zones pool is touched.
+        return Err(anyhow::anyhow!("triton.rescue is on the kernel command line: stopped before pool import"));
+    }
     supervise(udevd)
 }
 
