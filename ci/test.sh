@@ -22,7 +22,7 @@ tests cargo test --workspace --locked --lib --bins
 
 step "build the platform image"
 cargo build --release --locked -p image
-./target/release/triton-pi build --json
+./target/release/triton-pi build --standalone --json
 
 step "artifact checks (tarball layout, version files, hashes, contents)"
 tests cargo test --locked -p ci --test artifacts

@@ -219,3 +219,25 @@ fn triton_rescue_stops_in_stage2_with_a_root_shell() {
     vm.wait_line("root shell", Duration::from_secs(60), |l| l.contains("RESCUE-42-0")).expect("root shell works");
     no_panic(&vm);
 }
+
+/// The standalone initrd (`triton-pi build --standalone`) boots with no
+/// `fetch=` and no network: the embedded squashfs is verified and used.
+#[test]
+fn standalone_initrd_boots_without_fetch() {
+    let p = Platform::locate().expect("platform");
+    let stamp = std::fs::read_to_string(p.dir.join("etc/version/platform")).expect("stamp");
+    let initrd = p.dir.parent().expect("out").join(format!("platform-{}-standalone.initrd", stamp.trim()));
+    assert!(initrd.is_file(), "{} missing: build with --standalone", initrd.display());
+    let mut s = spec(&p, "52:54:00:12:34:5d", "virtio-net-pci", "unused");
+    s.initrd = initrd;
+    s.append = "console=ttyS0,115200n8 panic=0".into();
+    let vm = Vm::start("standalone", &s).expect("qemu");
+    let e = vm.wait_event("embedded", BOOT).expect("embedded");
+    assert_eq!(e["ok"], true, "{e}");
+    let v = vm.wait_event("verify", BOOT).expect("verify");
+    assert_eq!(v["ok"], true, "{v}");
+    let ev = vm.wait_event("stage2", BOOT).expect("stage2");
+    assert_eq!(ev["ok"], true, "{ev}");
+    assert!(!vm.saw(|l| l.contains("\"phase\":\"network\"")), "no network phase without fetch=");
+    no_panic(&vm);
+}

@@ -50,6 +50,7 @@ pub struct Summary {
     pub packages: usize,
     pub timings: Timings,
     pub staging: Option<PathBuf>,
+    pub standalone: Option<Artifact>,
 }
 
 /// The checkout this builder belongs to.
@@ -237,7 +238,23 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
             }
             Ok(a)
         })?;
+        let standalone = if args.standalone {
+            let p = out.join(format!("{name}-standalone.initrd"));
+            let dir = out.join(&name).join("x86_64");
+            stage(&mut t, "standalone initrd (squashfs inside)", || {
+                let base = fs::read(dir.join("initrd")).context("reading the initrd")?;
+                let sq = fs::read(dir.join("filesystem.squashfs")).context("reading the squashfs")?;
+                let bytes = initramfs::cpio::append_files(base, &[("filesystem.squashfs", 0o644, sq)])
+                    .context("appending the squashfs")?;
+                write(&p, &bytes)?;
+                artifact(&p)
+            })
+            .map(Some)?
+        } else {
+            None
+        };
         let summary = Summary {
+            standalone,
             stamp: source.stamp.clone(),
             commit: source.commit.clone(),
             dirty: source.dirty,

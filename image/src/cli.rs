@@ -36,6 +36,11 @@ pub struct BuildArgs {
     /// Print a JSON summary (artifacts, sizes, sha256) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also write a standalone initrd with the squashfs inside
+    /// (`platform-<STAMP>-standalone.initrd`, beside the tarball), for
+    /// direct-kernel and USB boots without `fetch=`.
+    #[arg(long)]
+    pub standalone: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -133,6 +133,20 @@ fn pad4<W: Write>(w: &mut W, len: usize) -> io::Result<()> {
     w.write_all(&[0u8; 3][..pad])
 }
 
+/// Appends a second, uncompressed archive of `files` (path, mode, contents)
+/// to an initrd, as iPXE's `module` lines and standalone images do: the
+/// kernel unpacks concatenated archives in order.
+pub fn append_files(mut initrd: Vec<u8>, files: &[(&str, u32, Vec<u8>)]) -> io::Result<Vec<u8>> {
+    while !initrd.len().is_multiple_of(4) {
+        initrd.push(0);
+    }
+    let mut extra = Archive::new();
+    for (path, mode, data) in files {
+        extra.file(path, *mode, data.clone());
+    }
+    extra.write(initrd, 0)
+}
+
 /// Reads a `newc` archive back (used by tests and by `image` to list an initrd).
 pub fn read_newc(mut buf: &[u8]) -> io::Result<Vec<(String, u32, Vec<u8>)>> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
@@ -203,6 +217,14 @@ mod tests {
         assert_eq!(ko.2, b"abc");
         let sh = read.iter().find(|(n, _, _)| n == "bin/sh").expect("sh");
         assert_eq!(sh.2, b"busybox");
+    }
+
+    #[test]
+    fn appended_archive_follows_aligned() {
+        let out = append_files(b"abcde".to_vec(), &[("etc/node.config", 0o644, b"x='1'".to_vec())]).expect("append");
+        assert_eq!(&out[..8], b"abcde\0\0\0");
+        let entries = read_newc(&out[8..]).expect("newc");
+        assert_eq!(entries.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["etc", "etc/node.config"]);
     }
 
     #[test]

@@ -40,6 +40,23 @@ impl fmt::Display for Sha256Hex {
     }
 }
 
+/// sha256 of a file.
+pub fn sha256_file(p: &std::path::Path) -> std::io::Result<Sha256Hex> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Sha256Hex::from_digest(&h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

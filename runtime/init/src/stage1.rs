@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::console::{self, phase};
 use crate::fetch::{self, FetchError, Policy};
-use crate::hashes::Sha256Hex;
+use crate::hashes::{sha256_file, Sha256Hex};
 use crate::kmod::Loader;
 use crate::mounts;
 use crate::net;
@@ -20,6 +20,9 @@ use crate::rootfs::{self, Layout};
 
 /// The stage-2 binary in the real root.
 pub const STAGE2: &str = "/usr/sbin/triton-init";
+/// A root image embedded in the initrd (standalone initrd for direct-kernel
+/// and USB boots), used when there is no `fetch=`.
+const EMBEDDED: &str = "/filesystem.squashfs";
 /// Where the fetched image is kept (tmpfs; moved into the real root's /run).
 const IMAGE: &str = "/run/triton/filesystem.squashfs";
 /// Modules stage 1 always loads (the NIC drivers come by modalias).
@@ -45,43 +48,60 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         Ok(((), json!({ "loaded": loaded, "failed": errors.len() })))
     })?;
 
-    phase("network", || {
-        let bootif = cmdline.bootif()?;
-        let ip = cmdline.ip()?;
-        let Some(mac) = bootif else {
-            bail!("no BOOTIF= on the kernel command line; booter always passes it (BOOTIF=01-<mac>)");
-        };
-        let Some(ip) = ip else {
-            bail!("no static ip= on the kernel command line (ip=<addr>:::<netmask>::); DHCP in stage 1 is not supported yet");
-        };
-        let iface = net::wait_for_mac(Path::new("/sys"), mac, Duration::from_secs(30))?;
-        net::configure(&iface, Some(&ip))?;
-        let carrier = net::wait_for_carrier(Path::new("/sys"), &iface.name, Duration::from_secs(30));
-        if !carrier {
-            console::line(&format!("warning: no carrier on {} after 30 s; trying anyway", iface.name));
-        }
-        let fields = json!({ "ifname": iface.name, "mac": mac.to_string(), "ip": format!("{}/{}", ip.address, ip.prefix_len), "carrier": carrier });
-        Ok(((), fields))
-    })?;
+    let source = cmdline.fetch()?;
+    if source.is_some() {
+        phase("network", || {
+            let bootif = cmdline.bootif()?;
+            let ip = cmdline.ip()?;
+            let Some(mac) = bootif else {
+                bail!("no BOOTIF= on the kernel command line; booter always passes it (BOOTIF=01-<mac>)");
+            };
+            let Some(ip) = ip else {
+                bail!("no static ip= on the kernel command line (ip=<addr>:::<netmask>::); DHCP in stage 1 is not supported yet");
+            };
+            let iface = net::wait_for_mac(Path::new("/sys"), mac, Duration::from_secs(30))?;
+            net::configure(&iface, Some(&ip))?;
+            let carrier = net::wait_for_carrier(Path::new("/sys"), &iface.name, Duration::from_secs(30));
+            if !carrier {
+                console::line(&format!("warning: no carrier on {} after 30 s; trying anyway", iface.name));
+            }
+            let fields = json!({ "ifname": iface.name, "mac": mac.to_string(), "ip": format!("{}/{}", ip.address, ip.prefix_len), "carrier": carrier });
+            Ok(((), fields))
+        })?;
+    }
 
     let pinned = read_pinned_hash(root)?;
-    let image = Path::new(IMAGE);
-    let fetched = phase("fetch", || {
-        let url = match cmdline.fetch()? {
-            Some(FetchSource::Http(u)) => u,
-            Some(FetchSource::Tftp(u)) => return Err(FetchError::TftpUnsupported(u).into()),
-            None => bail!("no fetch=<url> on the kernel command line and this initrd has no embedded root image"),
-        };
-        fs::create_dir_all(image.parent().unwrap_or(root)).context("creating /run/triton")?;
-        console::line(&format!("fetching root image {url}"));
-        let got = fetch::fetch(&url, image, &Policy::default(), &mut |l| console::line(l))?;
-        let fields = json!({ "url": url, "bytes": got.bytes, "attempts": got.attempts });
-        Ok((got, fields))
-    })?;
+    let embedded = Path::new(EMBEDDED);
+    let (image, fetched) = match source {
+        Some(src) => {
+            let image = Path::new(IMAGE);
+            let got = phase("fetch", || {
+                let url = match src {
+                    FetchSource::Http(u) => u,
+                    FetchSource::Tftp(u) => return Err(FetchError::TftpUnsupported(u).into()),
+                };
+                fs::create_dir_all(image.parent().unwrap_or(root)).context("creating /run/triton")?;
+                console::line(&format!("fetching root image {url}"));
+                let got = fetch::fetch(&url, image, &Policy::default(), &mut |l| console::line(l))?;
+                let fields = json!({ "url": url, "bytes": got.bytes, "attempts": got.attempts });
+                Ok((got.sha256, fields))
+            })?;
+            (image, got)
+        }
+        None => {
+            let got = phase("embedded", || {
+                if !embedded.is_file() {
+                    bail!("no fetch=<url> on the kernel command line and this initrd has no embedded root image");
+                }
+                let sha = sha256_file(embedded).with_context(|| format!("reading {EMBEDDED}"))?;
+                Ok((sha, json!({ "path": EMBEDDED })))
+            })?;
+            (embedded, got)
+        }
+    };
 
     phase("verify", || {
-        // Hashed while it streamed to disk.
-        let actual = fetched.sha256.clone();
+        let actual = fetched.clone();
         if actual != pinned {
             let _ = fs::remove_file(image);
             bail!(
