@@ -78,7 +78,13 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         Ok((v.clone(), json!({ "version": v, "arc_max": arc_max })))
     })?;
 
-    let mut fields = json!({ "kernel": kernel, "zfs": zfs, "arc_max": arc_max, "uptime_ms": console::uptime_ms() });
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mut fields = json!({
+        "kernel": kernel, "zfs": zfs, "arc_max": arc_max, "uptime_ms": console::uptime_ms(),
+        "pid1_rss_kib": kib_field(&status, "VmRSS:"),
+        "mem_used_kib": kib_field(&meminfo, "MemTotal:").zip(kib_field(&meminfo, "MemAvailable:")).map(|(t, a)| t.saturating_sub(a)),
+    });
     if let (Some(f), Some(i)) = (fields.as_object_mut(), ident.as_object()) {
         f.extend(i.clone());
     }
@@ -88,6 +94,14 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         return Err(anyhow::anyhow!("triton.rescue is on the kernel command line: stopped before pool import"));
     }
     supervise(udevd)
+}
+
+/// A `<key> <n> kB` field of a /proc file.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Keeps a login prompt on the console and udevd running, and reaps every
@@ -128,5 +142,18 @@ fn supervise(udevd: Option<Child>) -> ! {
             Err(nix::errno::Errno::ECHILD) => getty_pid = None,
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_fields() {
+        let t = "Name:\tinit\nVmRSS:\t    4200 kB\nMemTotal: 2000 kB\n";
+        assert_eq!(kib_field(t, "VmRSS:"), Some(4200));
+        assert_eq!(kib_field(t, "MemTotal:"), Some(2000));
+        assert_eq!(kib_field(t, "Nope:"), None);
     }
 }
