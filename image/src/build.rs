@@ -137,8 +137,14 @@ pub fn run_with(args: &BuildArgs, internal: &Internal) -> anyhow::Result<Summary
     }
 
     let bins = stage(&mut t, "runtime binaries (cargo in the trixie buildroot)", || {
-        let target =
-            internal.layer_cache.as_ref().map(|l| l.join("cargo-target")).unwrap_or_else(|| cache.cargo_target());
+        // One target dir per checkout: inside the sandbox every checkout is
+        // /srv/src, and cargo's mtime check cannot tell two checkouts apart.
+        let per_checkout = digest_inputs(&[], &[&src.to_string_lossy()])?;
+        let target = internal
+            .layer_cache
+            .as_ref()
+            .map(|l| l.join("cargo-target"))
+            .unwrap_or_else(|| cache.cargo_target().join(per_checkout));
         runtime::build(&src, &buildroot, &target, &cache.logs())
     })?;
 
