@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::platform::Platform;
+
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct VmSpec {
@@ -25,6 +27,25 @@ pub struct VmSpec {
 }
 
 impl VmSpec {
+    /// A CN booted the way booter's kernel line does it (`BOOTIF=`, `ip=`,
+    /// `fetch=`), on QEMU's user network (the guest is 10.0.2.15/24, the
+    /// host 10.0.2.2), with 2 GiB and one vCPU.
+    pub fn netboot(p: &Platform, mac: &str, nic_model: &str, fetch_url: &str) -> VmSpec {
+        VmSpec {
+            kernel: p.x86("vmlinuz"),
+            initrd: p.x86("initrd"),
+            append: format!(
+                "console=ttyS0,115200n8 panic=0 BOOTIF=01-{} ip=10.0.2.15:::255.255.255.0:: fetch={fetch_url}",
+                mac.replace(':', "-")
+            ),
+            mac: mac.into(),
+            nic_model: nic_model.into(),
+            memory_mib: 2048,
+            cpus: 1,
+            uuid: None,
+        }
+    }
+
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = [
             "-accel",

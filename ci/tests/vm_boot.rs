@@ -15,24 +15,8 @@ use ci::qemu::{Vm, VmSpec};
 
 const BOOT: Duration = Duration::from_secs(300);
 
-fn cmdline(mac: &str, fetch: &str) -> String {
-    format!(
-        "console=ttyS0,115200n8 panic=0 BOOTIF=01-{} ip=10.0.2.15:::255.255.255.0:: fetch={fetch}",
-        mac.replace(':', "-")
-    )
-}
-
 fn spec(p: &Platform, mac: &str, nic: &str, fetch: &str) -> VmSpec {
-    VmSpec {
-        kernel: p.x86("vmlinuz"),
-        initrd: p.x86("initrd"),
-        append: cmdline(mac, fetch),
-        mac: mac.into(),
-        nic_model: nic.into(),
-        memory_mib: 2048,
-        cpus: 1,
-        uuid: None,
-    }
+    VmSpec::netboot(p, mac, nic, fetch)
 }
 
 fn no_panic(vm: &Vm) {

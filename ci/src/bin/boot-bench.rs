@@ -32,20 +32,7 @@ fn run() -> anyhow::Result<()> {
     let mac = "52:54:00:12:34:60";
     let mut rows: Vec<Vec<(String, f64)>> = Vec::new();
     for i in 0..runs {
-        let spec = VmSpec {
-            kernel: p.x86("vmlinuz"),
-            initrd: p.x86("initrd"),
-            append: format!(
-                "console=ttyS0,115200n8 BOOTIF=01-{} ip=10.0.2.15:::255.255.255.0:: fetch={}",
-                mac.replace(':', "-"),
-                http.guest_url("x86_64/filesystem.squashfs")
-            ),
-            mac: mac.into(),
-            nic_model: "virtio-net-pci".into(),
-            memory_mib: 2048,
-            cpus: 1,
-            uuid: None,
-        };
+        let spec = VmSpec::netboot(&p, mac, "virtio-net-pci", &http.guest_url("x86_64/filesystem.squashfs"));
         let vm = Vm::start(&format!("bench{i}"), &spec)?;
         let stage2 = vm.wait_event("stage2", Duration::from_secs(600))?;
         anyhow::ensure!(stage2["ok"] == true, "boot failed: {stage2}");

@@ -27,21 +27,9 @@ fn run() -> anyhow::Result<()> {
     let http = HttpServer::serve_dir(&p.dir)?;
     let mac = "52:54:00:12:34:56";
     let extra: Vec<String> = std::env::args().skip(1).collect();
-    let spec = VmSpec {
-        kernel: p.x86("vmlinuz"),
-        initrd: p.x86("initrd"),
-        append: format!(
-            "console=ttyS0,115200n8 BOOTIF=01-{} ip=10.0.2.15:::255.255.255.0:: fetch={} {}",
-            mac.replace(':', "-"),
-            http.guest_url("x86_64/filesystem.squashfs"),
-            extra.join(" ")
-        ),
-        mac: mac.into(),
-        nic_model: "virtio-net-pci".into(),
-        memory_mib: 2048,
-        cpus: 2,
-        uuid: None,
-    };
+    let mut spec = VmSpec::netboot(&p, mac, "virtio-net-pci", &http.guest_url("x86_64/filesystem.squashfs"));
+    spec.append = format!("{} {}", spec.append, extra.join(" ")).trim_end().to_string();
+    spec.cpus = 2;
     let mut args = spec.args();
     // Interactive: serial and the QEMU monitor multiplexed on this terminal.
     if let Some(i) = args.iter().position(|a| a == "stdio") {
