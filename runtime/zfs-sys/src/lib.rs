@@ -1,0 +1,1 @@
+//! Raw libzfs/libnvpair bindings, generated with bindgen against Debian trixie's headers (allowlisted)

@@ -1,0 +1,1 @@
+//! Safe wrapper over libzfs: one handle, serialised calls, typed errors
