@@ -24,6 +24,11 @@ pub struct VmSpec {
     pub cpus: u32,
     /// SMBIOS system UUID (`-uuid`), as firmware reports it.
     pub uuid: Option<String>,
+    /// Raw disk images, attached as virtio-blk disks with serials
+    /// `triton-d0`, `triton-d1`, ... (`/dev/disk/by-id/virtio-triton-d0`).
+    pub disks: Vec<PathBuf>,
+    /// More NICs (MAC, QEMU model), each on its own isolated user network.
+    pub extra_nics: Vec<(String, String)>,
 }
 
 impl VmSpec {
@@ -43,6 +48,8 @@ impl VmSpec {
             memory_mib: 2048,
             cpus: 1,
             uuid: None,
+            disks: Vec::new(),
+            extra_nics: Vec::new(),
         }
     }
 
@@ -77,6 +84,15 @@ impl VmSpec {
         }
         a.extend(["-netdev".into(), "user,id=n0".into()]);
         a.extend(["-device".into(), format!("{},netdev=n0,mac={}", self.nic_model, self.mac)]);
+        for (i, (mac, model)) in self.extra_nics.iter().enumerate() {
+            let id = format!("n{}", i + 1);
+            a.extend(["-netdev".into(), format!("user,id={id},restrict=on")]);
+            a.extend(["-device".into(), format!("{model},netdev={id},mac={mac}")]);
+        }
+        for (i, disk) in self.disks.iter().enumerate() {
+            a.extend(["-drive".into(), format!("file={},if=none,id=d{i},format=raw,cache=unsafe", disk.display())]);
+            a.extend(["-device".into(), format!("virtio-blk-pci,drive=d{i},serial=triton-d{i}")]);
+        }
         a
     }
 }
@@ -200,6 +216,65 @@ impl Vm {
         s.flush().context("flushing the console")
     }
 
+    /// Logs in as root on the console (getty) with `password`, retrying
+    /// while the prompt may not be there yet, and quiets kernel messages.
+    pub fn login(&mut self, password: &str) -> anyhow::Result<()> {
+        for attempt in 0..4 {
+            std::thread::sleep(Duration::from_secs(4));
+            self.type_line("root")?;
+            std::thread::sleep(Duration::from_secs(3));
+            self.type_line(password)?;
+            std::thread::sleep(Duration::from_secs(3));
+            self.type_line(&format!("dmesg -n 1; stty -echo; echo LOGGED$((40+{attempt}))IN"))?;
+            let want = format!("LOGGED{}IN", 40 + attempt);
+            if self.wait_line("login", Duration::from_secs(20), |l| l.contains(&want)).is_ok() {
+                return Ok(());
+            }
+        }
+        bail!("{}: console login failed; last lines:\n{}", self.name, self.tail(40))
+    }
+
+    /// Runs `cmd` in the logged-in console shell and returns its output
+    /// lines and exit status. Markers are computed by the shell, so the
+    /// echo of the typed line never matches them.
+    pub fn sh(&mut self, cmd: &str, timeout: Duration) -> anyhow::Result<(Vec<String>, i32)> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(100);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let from = self.lines().len();
+        self.type_line(&format!("echo B$(({n}+0))B; {cmd}; echo E$(({n}+0))E=$?"))?;
+        let (start, _) = self.wait_line_from(from, "command start", timeout, |l| l.trim() == format!("B{n}B"))?;
+        let end_tag = format!("E{n}E=");
+        let (end, line) =
+            self.wait_line_from(start, &format!("end of `{cmd}`"), timeout, |l| l.trim().starts_with(&end_tag))?;
+        let status = line.trim().trim_start_matches(&end_tag).parse().unwrap_or(-1);
+        let lines = self.lines();
+        Ok((lines[start + 1..end].to_vec(), status))
+    }
+
+    /// [`Vm::sh`] that must exit 0; returns the output joined by newlines.
+    pub fn sh_ok(&mut self, cmd: &str, timeout: Duration) -> anyhow::Result<String> {
+        let (out, status) = self.sh(cmd, timeout)?;
+        if status != 0 {
+            bail!("{}: `{cmd}` exited {status}:\n{}", self.name, out.join("\n"));
+        }
+        Ok(out.join("\n"))
+    }
+
+    /// Waits for QEMU to exit (the guest powered off or rebooted with
+    /// `-no-reboot`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().context("waiting for qemu")? {
+                return Ok(s);
+            }
+            if Instant::now() >= deadline {
+                bail!("{}: QEMU still running after {timeout:?}; last lines:\n{}", self.name, self.tail(40));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Whether any console line matches.
     pub fn saw(&self, pred: impl Fn(&str) -> bool) -> bool {
         self.lines().iter().any(|l| pred(l))
@@ -228,6 +303,8 @@ mod tests {
             memory_mib: 2048,
             cpus: 2,
             uuid: None,
+            disks: vec!["/d/zones.img".into()],
+            extra_nics: vec![("52:54:00:00:00:02".into(), "e1000".into())],
         };
         let a = s.args();
         let pos = |x: &str| a.iter().position(|v| v == x).expect(x);
@@ -235,5 +312,8 @@ mod tests {
         assert_eq!(a[pos("-accel") + 1], "tcg");
         assert_eq!(a[pos("-device") + 1], "e1000,netdev=n0,mac=52:54:00:00:00:01");
         assert_eq!(a[pos("-m") + 1], "2048");
+        assert!(a.contains(&"virtio-blk-pci,drive=d0,serial=triton-d0".to_string()), "{a:?}");
+        assert!(a.iter().any(|v| v.starts_with("file=/d/zones.img,")), "{a:?}");
+        assert!(a.contains(&"e1000,netdev=n1,mac=52:54:00:00:00:02".to_string()), "{a:?}");
     }
 }
