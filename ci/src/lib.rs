@@ -2,6 +2,7 @@
 //! plays booter's role for `fetch=`, and QEMU (TCG) VMs whose serial console
 //! the tests read and type into.
 
+pub mod cn;
 pub mod http;
 pub mod inject;
 pub mod platform;

@@ -61,7 +61,103 @@ impl fmt::Debug for Mac {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchSource {
     Http(String),
-    Tftp(String),
+    Tftp(TftpUrl),
+}
+
+impl FetchSource {
+    /// The URL as given on the command line.
+    pub fn url(&self) -> &str {
+        match self {
+            FetchSource::Http(u) => u,
+            FetchSource::Tftp(t) => &t.url,
+        }
+    }
+
+    /// `"http"` or `"tftp"` (for events and messages).
+    pub fn proto(&self) -> &'static str {
+        match self {
+            FetchSource::Http(_) => "http",
+            FetchSource::Tftp(_) => "tftp",
+        }
+    }
+}
+
+/// A `tftp://host[:port]/path` URL (RFC 3617 without the `;mode=` suffix),
+/// as booter writes `fetch=` when its HTTP boot setting is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TftpUrl {
+    /// The URL as given.
+    pub url: String,
+    /// An IPv4/IPv6 literal (booter writes its admin IP) or a host name.
+    pub host: String,
+    /// 69 unless given.
+    pub port: u16,
+    /// The file name sent in the read request: the URL path without its
+    /// leading `/`, percent-decoded (what iPXE and curl send, and what
+    /// booter's TFTP server resolves under its root).
+    pub path: String,
+}
+
+impl TftpUrl {
+    /// The TFTP well-known port.
+    pub const PORT: u16 = 69;
+
+    /// Parses `tftp://host[:port]/path`; `host` may be `[v6]`.
+    pub fn parse(url: &str) -> Option<TftpUrl> {
+        let rest = url.strip_prefix("tftp://")?;
+        let (authority, path) = rest.split_once('/')?;
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']')?;
+            match after {
+                "" => (h, None),
+                p => (h, Some(p.strip_prefix(':')?)),
+            }
+        } else {
+            match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        let port = match port {
+            None => TftpUrl::PORT,
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
+        };
+        let valid_host =
+            !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+        // `;mode=...` (RFC 3617) is not supported: octet is the only sane mode for an image.
+        if !valid_host || path.is_empty() || path.contains(';') {
+            return None;
+        }
+        Some(TftpUrl { url: url.to_string(), host: host.to_string(), port, path: percent_decode(path)? })
+    }
+}
+
+impl fmt::Display for TftpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// `%XX` → byte; `None` on a malformed escape, a NUL (it would end the TFTP
+/// file name) or a result that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    if out.contains(&0) {
+        return None;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Errors in the boot parameters stage 1 needs.
@@ -77,6 +173,8 @@ pub enum BootParamError {
     },
     #[error("fetch={0:?}: only http:// and tftp:// URLs are supported")]
     BadFetch(String),
+    #[error("fetch={0:?}: not a valid tftp://<host>[:<port>]/<path> URL")]
+    BadTftpUrl(String),
 }
 
 impl Cmdline {
@@ -103,9 +201,9 @@ impl Cmdline {
             Some(v) if v.starts_with("http://") && v.len() > "http://".len() => {
                 Ok(Some(FetchSource::Http(v.to_string())))
             }
-            Some(v) if v.starts_with("tftp://") && v.len() > "tftp://".len() => {
-                Ok(Some(FetchSource::Tftp(v.to_string())))
-            }
+            Some(v) if v.starts_with("tftp://") => TftpUrl::parse(v)
+                .map(|t| Some(FetchSource::Tftp(t)))
+                .ok_or_else(|| BootParamError::BadTftpUrl(v.to_string())),
             Some(v) => Err(BootParamError::BadFetch(v.to_string())),
         }
     }
@@ -161,6 +259,44 @@ mod tests {
         let e = c.ip().expect_err("bad ip").to_string();
         assert!(e.contains("ip=") && e.contains("netmask"), "{e}");
         assert!(c.fetch().expect_err("bad").to_string().contains("http://"));
+    }
+
+    #[test]
+    fn tftp_urls() {
+        let c = Cmdline::parse("fetch=tftp://10.99.99.9/os/20210731T223008Z/platform/x86_64/filesystem.squashfs");
+        let Ok(Some(FetchSource::Tftp(t))) = c.fetch() else { panic!("tftp source") };
+        assert_eq!(t.host, "10.99.99.9");
+        assert_eq!(t.port, 69);
+        assert_eq!(t.path, "os/20210731T223008Z/platform/x86_64/filesystem.squashfs");
+        assert_eq!(c.fetch().expect("ok").expect("some").proto(), "tftp");
+        assert_eq!(t.to_string(), "tftp://10.99.99.9/os/20210731T223008Z/platform/x86_64/filesystem.squashfs");
+
+        let t = TftpUrl::parse("tftp://boot.example.com:6969/a%20b/c").expect("port");
+        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("boot.example.com", 6969, "a b/c"));
+        let t = TftpUrl::parse("tftp://[fd00::1]:70/f").expect("v6");
+        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("fd00::1", 70, "f"));
+        let t = TftpUrl::parse("tftp://[fd00::1]/f").expect("v6 no port");
+        assert_eq!(t.port, 69);
+
+        for bad in [
+            "tftp://",
+            "tftp://host",
+            "tftp://host/",
+            "tftp:///path",
+            "tftp://host:0/f",
+            "tftp://host:99999/f",
+            "tftp://host:x/f",
+            "tftp://host/f;mode=netascii",
+            "tftp://host/%zz",
+            "tftp://host/a%00b",
+            "tftp://ho st/f",
+            "tftp://[fd00::1/f",
+        ] {
+            assert_eq!(TftpUrl::parse(bad), None, "{bad}");
+        }
+        let e = Cmdline::parse("fetch=tftp://host").fetch().expect_err("no path");
+        assert!(e.to_string().contains("tftp://<host>"), "{e}");
+        assert_eq!(Cmdline::parse("fetch=http://h/x").fetch().expect("ok").expect("some").url(), "http://h/x");
     }
 
     #[test]

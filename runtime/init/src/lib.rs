@@ -10,6 +10,7 @@
 //! here panics or exits on bad input: errors go to [`rescue`].
 
 pub mod console;
+pub mod dhcp;
 pub mod fetch;
 pub mod hashes;
 pub mod kmod;
@@ -21,6 +22,7 @@ pub mod rescue;
 pub mod rootfs;
 pub mod stage1;
 pub mod stage2;
+pub mod tftp;
 pub mod udev;
 pub mod zfs_load;
 

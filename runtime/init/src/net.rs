@@ -15,6 +15,11 @@ pub enum NetError {
     NoSuchMac { mac: Mac, secs: u64, seen: String },
     #[error("no BOOTIF= on the kernel command line and no usable NIC found")]
     NoNic,
+    #[error(
+        "no BOOTIF= on the kernel command line and no NIC got carrier within {secs} s (NICs: {seen}); \
+             check the cabling, or add BOOTIF=01-<mac-with-dashes>"
+    )]
+    NoCarrier { secs: u64, seen: String },
     #[error("netlink {op} on {ifname}: {message}")]
     Netlink { op: &'static str, ifname: String, message: String },
     #[error("starting the async runtime: {0}")]
@@ -68,12 +73,46 @@ pub fn wait_for_mac(sys: &Path, mac: Mac, timeout: Duration) -> Result<Iface, Ne
     }
 }
 
+/// NICs stage 1 may use without `BOOTIF=`: everything but loopback (a MAC,
+/// not all zeros).
+pub fn candidates(sys: &Path) -> Vec<Iface> {
+    list_ifaces(sys).into_iter().filter(|i| i.name != "lo" && i.mac.is_some_and(|m| m.0 != [0; 6])).collect()
+}
+
+/// Without `BOOTIF=`: sets every candidate NIC up (also ones that appear
+/// while waiting) and returns the first, by ifindex, with carrier.
+pub fn wait_for_any_carrier(sys: &Path, timeout: Duration) -> Result<Iface, NetError> {
+    let start = Instant::now();
+    let mut up: Vec<u32> = Vec::new();
+    loop {
+        let all = candidates(sys);
+        for i in &all {
+            if !up.contains(&i.index) {
+                configure(i, None)?;
+                up.push(i.index);
+            }
+        }
+        if let Some(i) = all.iter().find(|i| has_carrier(sys, &i.name)) {
+            return Ok(i.clone());
+        }
+        if start.elapsed() >= timeout {
+            let seen = all.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(NetError::NoCarrier { secs: timeout.as_secs(), seen });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn has_carrier(sys: &Path, ifname: &str) -> bool {
+    fs::read_to_string(sys.join("class/net").join(ifname).join("carrier")).map(|s| s.trim() == "1").unwrap_or(false)
+}
+
 /// Waits for carrier on `ifname`; returns whether it came up in time.
 pub fn wait_for_carrier(sys: &Path, ifname: &str, timeout: Duration) -> bool {
     let path: PathBuf = sys.join("class/net").join(ifname).join("carrier");
     let start = Instant::now();
     while start.elapsed() < timeout {
-        if fs::read_to_string(&path).map(|s| s.trim() == "1").unwrap_or(false) {
+        if fs::read_to_string(&path).is_ok_and(|s| s.trim() == "1") {
             return true;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -134,6 +173,8 @@ mod tests {
         let l = list_ifaces(d.path());
         assert_eq!(l.len(), 2);
         assert_eq!(l[0].name, "lo");
+        let c = candidates(d.path());
+        assert_eq!(c.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), vec!["eth0"]);
         let mac = Mac::parse("52:54:00:12:34:56").expect("mac");
         let i = wait_for_mac(d.path(), mac, Duration::from_millis(10)).expect("found");
         assert_eq!(i.name, "eth0");

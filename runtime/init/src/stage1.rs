@@ -7,11 +7,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use boot_params::{Cmdline, FetchSource};
+use boot_params::Cmdline;
 use serde_json::json;
 
 use crate::console::{self, phase};
-use crate::fetch::{self, FetchError, Policy};
+use crate::dhcp;
+use crate::fetch::{self, Policy};
 use crate::hashes::{sha256_file, Sha256Hex};
 use crate::kmod::Loader;
 use crate::mounts;
@@ -25,6 +26,8 @@ pub const STAGE2: &str = "/usr/sbin/triton-init";
 const EMBEDDED: &str = "/filesystem.squashfs";
 /// Where the fetched image is kept (tmpfs; moved into the real root's /run).
 const IMAGE: &str = "/run/triton/filesystem.squashfs";
+/// The DHCP lease stage 1 obtained, for stage 2 (which does not renew it).
+const DHCP_RECORD: &str = "/run/triton/dhcp.json";
 /// Modules stage 1 always loads (the NIC drivers come by modalias).
 const BASE_MODULES: &[&str] = &["loop", "squashfs", "overlay"];
 
@@ -50,24 +53,7 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
 
     let source = cmdline.fetch()?;
     if source.is_some() {
-        phase("network", || {
-            let bootif = cmdline.bootif()?;
-            let ip = cmdline.ip()?;
-            let Some(mac) = bootif else {
-                bail!("no BOOTIF= on the kernel command line; booter always passes it (BOOTIF=01-<mac>)");
-            };
-            let Some(ip) = ip else {
-                bail!("no static ip= on the kernel command line (ip=<addr>:::<netmask>::); DHCP in stage 1 is not supported yet");
-            };
-            let iface = net::wait_for_mac(Path::new("/sys"), mac, Duration::from_secs(30))?;
-            net::configure(&iface, Some(&ip))?;
-            let carrier = net::wait_for_carrier(Path::new("/sys"), &iface.name, Duration::from_secs(30));
-            if !carrier {
-                console::line(&format!("warning: no carrier on {} after 30 s; trying anyway", iface.name));
-            }
-            let fields = json!({ "ifname": iface.name, "mac": mac.to_string(), "ip": format!("{}/{}", ip.address, ip.prefix_len), "carrier": carrier });
-            Ok(((), fields))
-        })?;
+        phase("network", || network(&cmdline))?;
     }
 
     let pinned = read_pinned_hash(root)?;
@@ -76,14 +62,11 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         Some(src) => {
             let image = Path::new(IMAGE);
             let got = phase("fetch", || {
-                let url = match src {
-                    FetchSource::Http(u) => u,
-                    FetchSource::Tftp(u) => return Err(FetchError::TftpUnsupported(u).into()),
-                };
                 fs::create_dir_all(image.parent().unwrap_or(root)).context("creating /run/triton")?;
-                console::line(&format!("fetching root image {url}"));
-                let got = fetch::fetch(&url, image, &Policy::default(), &mut |l| console::line(l))?;
-                let fields = json!({ "url": url, "bytes": got.bytes, "attempts": got.attempts });
+                console::line(&format!("fetching root image {}", src.url()));
+                let got = fetch::fetch(&src, image, &Policy::default(), &mut |l| console::line(l))?;
+                let fields =
+                    json!({ "url": src.url(), "proto": got.proto, "bytes": got.bytes, "attempts": got.attempts });
                 Ok((got.sha256, fields))
             })?;
             (image, got)
@@ -137,6 +120,65 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
     rootfs::switch_root(newroot)?;
     let err = Command::new(STAGE2).arg0("init").exec();
     Err(anyhow!("exec {STAGE2}: {err}"))
+}
+
+/// The network phase: pick the admin NIC, set it up, then the static
+/// `ip=` address or a DHCP lease.
+///
+/// NIC: the one with the `BOOTIF=` MAC (booter always passes it); without
+/// `BOOTIF=` (hand-written command lines, other PXE setups) the first NIC by
+/// ifindex that gets carrier, after setting them all up.
+fn network(cmdline: &Cmdline) -> anyhow::Result<((), serde_json::Value)> {
+    let sys = Path::new("/sys");
+    let bootif = cmdline.bootif()?;
+    let ip = cmdline.ip()?;
+    let wait = Duration::from_secs(30);
+    let (iface, carrier, selected) = match bootif {
+        Some(mac) => {
+            let iface = net::wait_for_mac(sys, mac, wait)?;
+            net::configure(&iface, None)?;
+            let carrier = net::wait_for_carrier(sys, &iface.name, wait);
+            if !carrier {
+                console::line(&format!("warning: no carrier on {} after 30 s; trying anyway", iface.name));
+            }
+            (iface, carrier, "bootif")
+        }
+        None => (net::wait_for_any_carrier(sys, wait)?, true, "first-with-carrier"),
+    };
+    let Some(mac) = iface.mac else {
+        bail!("network interface {} has no MAC address", iface.name);
+    };
+    let mut fields = json!({
+        "ifname": iface.name,
+        "mac": mac.to_string(),
+        "selected": selected,
+        "carrier": carrier,
+    });
+    let (config, extra) = match ip {
+        Some(ip) => (ip, json!({ "method": "static" })),
+        None => {
+            console::line(&format!("no static ip= on the kernel command line: DHCP on {} ({mac})", iface.name));
+            let lease = dhcp::obtain(&iface.name, mac, &dhcp::Timing::default(), &mut |l| console::line(l))?;
+            if let Err(e) = dhcp::write_record(Path::new(DHCP_RECORD), &iface.name, mac, &lease) {
+                console::line(&format!("warning: recording the DHCP lease in {DHCP_RECORD}: {e}"));
+            }
+            let extra = json!({
+                "method": "dhcp",
+                "server": lease.server.to_string(),
+                "dns": lease.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                "lease_s": lease.lease_secs,
+            });
+            (lease.ip_config(), extra)
+        }
+    };
+    net::configure(&iface, Some(&config))?;
+    if let (serde_json::Value::Object(f), serde_json::Value::Object(e)) = (&mut fields, extra) {
+        f.extend(e);
+        f.insert("address".into(), config.address.to_string().into());
+        f.insert("ip".into(), format!("{}/{}", config.address, config.prefix_len).into());
+        f.insert("gateway".into(), config.gateway.map(|g| g.to_string()).into());
+    }
+    Ok(((), fields))
 }
 
 fn read_pinned_hash(root: &Path) -> anyhow::Result<Sha256Hex> {

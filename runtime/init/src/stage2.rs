@@ -78,6 +78,8 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         Ok((v.clone(), json!({ "version": v, "arc_max": arc_max })))
     })?;
 
+    networking();
+
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mut fields = json!({
@@ -94,6 +96,60 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         return Err(anyhow::anyhow!("triton.rescue is on the kernel command line: stopped before pool import"));
     }
     supervise(udevd)
+}
+
+/// Applies `/etc/triton-networking.json` (hash-checked) through rtnetlink.
+/// Never fatal: with a missing, damaged or invalid file nothing is changed,
+/// the admin address stage 1 configured from `BOOTIF`/`ip=` stays up, and
+/// the event says why and which addresses the node kept.
+fn networking() {
+    let t = std::time::Instant::now();
+    let res = net::configure(
+        Path::new("/etc/triton-networking.json"),
+        Path::new("/etc/triton-networking.json.hash"),
+        Path::new("/etc/resolv.conf"),
+    );
+    let ms = t.elapsed().as_millis() as u64;
+    match res {
+        Ok(report) => {
+            for w in &report.warnings {
+                console::line(&format!("networking: warning: {w}"));
+            }
+            let mut fields = serde_json::to_value(&report).unwrap_or_else(|_| json!({}));
+            if let Some(m) = fields.as_object_mut() {
+                m.insert("ms".into(), ms.into());
+                let n = report.ops.len();
+                m.insert("changes".into(), n.into());
+            }
+            console::event("networking", true, fields);
+        }
+        Err(e) => {
+            let kept = kept_addresses();
+            console::line(&format!(
+                "networking: {e}; keeping the boot address(es) {} so the node stays reachable",
+                kept.join(", ")
+            ));
+            console::event("networking", false, json!({ "ms": ms, "error": e.to_string(), "kept": kept }));
+        }
+    }
+}
+
+/// `ifname=a.b.c.d/n` for every IPv4 address now configured (except lo).
+fn kept_addresses() -> Vec<String> {
+    use net::LinkApi;
+    let Ok(mut api) = net::netlink::Netlink::new() else {
+        return Vec::new();
+    };
+    let Ok(o) = api.observe() else {
+        return Vec::new();
+    };
+    o.addrs
+        .iter()
+        .filter_map(|a| {
+            let l = o.links.iter().find(|l| l.index == a.index)?;
+            (l.name != "lo").then(|| format!("{}={}/{}", l.name, a.cidr.addr, a.cidr.prefix))
+        })
+        .collect()
 }
 
 /// A `<key> <n> kB` field of a /proc file.
