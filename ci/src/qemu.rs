@@ -29,6 +29,8 @@ pub struct VmSpec {
     pub disks: Vec<PathBuf>,
     /// More NICs (MAC, QEMU model), each on its own isolated user network.
     pub extra_nics: Vec<(String, String)>,
+    /// Directory QEMU's user network serves over TFTP at 10.0.2.2.
+    pub tftp_root: Option<PathBuf>,
 }
 
 impl VmSpec {
@@ -50,6 +52,7 @@ impl VmSpec {
             uuid: None,
             disks: Vec::new(),
             extra_nics: Vec::new(),
+            tftp_root: None,
         }
     }
 
@@ -82,7 +85,8 @@ impl VmSpec {
         if let Some(u) = &self.uuid {
             a.extend(["-uuid".into(), u.clone()]);
         }
-        a.extend(["-netdev".into(), "user,id=n0".into()]);
+        let tftp = self.tftp_root.as_ref().map(|d| format!(",tftp={}", d.display())).unwrap_or_default();
+        a.extend(["-netdev".into(), format!("user,id=n0{tftp}")]);
         a.extend(["-device".into(), format!("{},netdev=n0,mac={}", self.nic_model, self.mac)]);
         for (i, (mac, model)) in self.extra_nics.iter().enumerate() {
             let id = format!("n{}", i + 1);
@@ -305,6 +309,7 @@ mod tests {
             uuid: None,
             disks: vec!["/d/zones.img".into()],
             extra_nics: vec![("52:54:00:00:00:02".into(), "e1000".into())],
+            tftp_root: None,
         };
         let a = s.args();
         let pos = |x: &str| a.iter().position(|v| v == x).expect(x);

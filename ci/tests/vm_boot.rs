@@ -225,3 +225,33 @@ fn standalone_initrd_boots_without_fetch() {
     assert!(!vm.saw(|l| l.contains("\"phase\":\"network\"")), "no network phase without fetch=");
     no_panic(&vm);
 }
+
+/// Booter with HTTP boot off: no `ip=` (DHCP from QEMU's user network) and
+/// the squashfs over TFTP (QEMU's built-in server), verified as over HTTP.
+#[test]
+fn dhcp_and_tftp_fetch_boot_to_stage2() {
+    let p = Platform::locate().expect("platform");
+    let mac = "52:54:00:12:34:5e";
+    let mut s = spec(&p, mac, "virtio-net-pci", "tftp://10.0.2.2/x86_64/filesystem.squashfs");
+    s.append = format!(
+        "console=ttyS0,115200n8 panic=0 BOOTIF=01-{} fetch=tftp://10.0.2.2/x86_64/filesystem.squashfs",
+        mac.replace(':', "-")
+    );
+    s.tftp_root = Some(p.dir.clone());
+    let vm = Vm::start("tftp", &s).expect("qemu");
+    let net = vm.wait_event("network", BOOT).expect("network event");
+    assert_eq!(net["ok"], true, "{net}");
+    assert_eq!(net["method"], "dhcp", "{net}");
+    assert_eq!(net["ip"], "10.0.2.15/24", "{net}");
+    assert_eq!(net["gateway"], "10.0.2.2", "{net}");
+    let fetch = vm.wait_event("fetch", Duration::from_secs(900)).expect("fetch event");
+    assert_eq!(fetch["ok"], true, "{fetch}");
+    assert_eq!(fetch["proto"], "tftp", "{fetch}");
+    let size = std::fs::metadata(p.x86("filesystem.squashfs")).expect("size").len();
+    assert_eq!(fetch["bytes"], size, "{fetch}");
+    let verify = vm.wait_event("verify", BOOT).expect("verify event");
+    assert_eq!(verify["ok"], true, "{verify}");
+    let ev = vm.wait_event("stage2", BOOT).expect("stage2");
+    assert_eq!(ev["ok"], true, "{ev}");
+    no_panic(&vm);
+}
