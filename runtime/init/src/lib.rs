@@ -26,6 +26,15 @@ pub mod tftp;
 pub mod udev;
 pub mod zfs_load;
 
+/// A command for a child of PID 1. Stage 2 blocks the signals the
+/// supervisor reads from a signalfd, and a blocked mask survives exec, so
+/// every child gets the default mask back.
+pub fn command(program: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    supervisor::unblock_signals_in_child(&mut c);
+    c
+}
+
 /// Which stage this process runs as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {

@@ -16,12 +16,12 @@ fn shell(stage: Stage) -> Command {
     match stage {
         // setsid + cttyhack give the shell a controlling tty (job control, ^C).
         Stage::Initrd => {
-            let mut c = Command::new("/usr/bin/busybox");
+            let mut c = crate::command("/usr/bin/busybox");
             c.args(["setsid", "cttyhack", "sh", "-l"]);
             c
         }
         Stage::Root => {
-            let mut c = Command::new("/bin/bash");
+            let mut c = crate::command("/bin/bash");
             c.arg("-l");
             c
         }

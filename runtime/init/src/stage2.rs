@@ -4,8 +4,6 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command};
-use std::time::Duration;
 
 use anyhow::Context;
 use boot_params::{identity, Cmdline, NetworkingJson, NodeConfig};
@@ -14,11 +12,22 @@ use serde_json::json;
 use crate::console::{self, phase};
 use crate::{mounts, node, udev, zfs_load};
 
-fn getty() -> std::io::Result<Child> {
-    Command::new("/usr/sbin/agetty").args(["--noclear", "-L", "console", "linux"]).spawn()
-}
+/// Where services are described: the image's own, then those installed
+/// on the pool (agents, after server setup).
+const MANIFEST_DIRS: [&str; 2] = ["/usr/lib/triton/services", "/opt/triton/services"];
+/// The control socket `triton-ctl` talks to.
+pub const CONTROL_SOCKET: &str = "/run/triton/init.sock";
+const TRITON_POOL: &str = "/usr/bin/triton-pool";
 
 pub fn run() -> anyhow::Result<std::convert::Infallible> {
+    // First, before any thread: the supervisor reads SIGCHLD/SIGTERM/SIGINT
+    // from a signalfd; children get the default mask (crate::command).
+    supervisor::block_signals().context("blocking signals for the supervisor")?;
+    // ctrl-alt-del sends SIGINT to PID 1 (an orderly reboot), not an
+    // immediate reboot.
+    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+        console::line(&format!("warning: cannot route ctrl-alt-del to init: {e}"));
+    }
     let root = Path::new("/");
     mounts::apply(&mounts::stage2_table(root)).context("mounting stage-2 filesystems")?;
     let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).context("uname")?;
@@ -95,7 +104,131 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         // The operator asked to stop before the zones pool is touched.
         return Err(anyhow::anyhow!("triton.rescue is on the kernel command line: stopped before pool import"));
     }
-    supervise(udevd)
+    let (mode, pool_imported) = pool_phase();
+    supervise(mode, pool_imported, udevd.is_some())
+}
+
+/// Runs `triton-pool boot` (libzfs lives in that process, not in PID 1):
+/// import `zones` unless told not to, factory reset, the Triton dataset
+/// mounts, swap. Its JSON report becomes the `pool` event. Nothing here
+/// stops the boot: a missing, faulted or foreign pool → unsetup, with why.
+fn pool_phase() -> (supervisor::Mode, bool) {
+    let t = std::time::Instant::now();
+    let out = crate::command(TRITON_POOL).arg("boot").stderr(std::process::Stdio::inherit()).output();
+    let ms = t.elapsed().as_millis() as u64;
+    let report: Result<serde_json::Value, String> = match out {
+        Err(e) => Err(format!("cannot run {TRITON_POOL}: {e}")),
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            match serde_json::from_str::<serde_json::Value>(text.trim()) {
+                Ok(v) if v.is_object() => Ok(v),
+                _ => Err(format!("{TRITON_POOL} boot failed ({}) without a report: {}", o.status, text.trim())),
+            }
+        }
+    };
+    let (mode, imported, reason) = match report {
+        Ok(mut v) => {
+            let outcome = v["outcome"].as_str().unwrap_or("error").to_string();
+            let ok = !matches!(outcome.as_str(), "faulted" | "foreign" | "error");
+            let mode = if v["mode"] == "setup" { supervisor::Mode::Setup } else { supervisor::Mode::Unsetup };
+            let reason = v["reason"].as_str().map(str::to_string);
+            if let Some(m) = v.as_object_mut() {
+                m.insert("ms".into(), ms.into());
+            }
+            if !ok {
+                console::line(&format!(
+                    "pool: {outcome}: {}; this node comes up unsetup",
+                    reason.as_deref().unwrap_or("no reason given")
+                ));
+            }
+            console::event("pool", ok, v);
+            (mode, outcome == "imported", reason)
+        }
+        Err(e) => {
+            console::line(&format!("pool: {e}; this node comes up unsetup"));
+            console::event("pool", false, json!({ "ms": ms, "outcome": "error", "error": e }));
+            (supervisor::Mode::Unsetup, false, Some(e))
+        }
+    };
+    let name = match mode {
+        supervisor::Mode::Setup => "setup",
+        supervisor::Mode::Unsetup => "unsetup",
+    };
+    console::event("mode", true, json!({ "mode": name, "reason": reason, "pool_imported": imported }));
+    (mode, imported)
+}
+
+/// Hands the node to the supervisor: console login, udevd, the services
+/// of this mode; the control socket; ordered shutdown that exports the
+/// pool. Never returns.
+fn supervise(
+    mode: supervisor::Mode,
+    pool_imported: bool,
+    udevd_running: bool,
+) -> anyhow::Result<std::convert::Infallible> {
+    use supervisor::{Config, LogTarget, PowerAction, ServiceSpec, Supervisor};
+    let _ = fs::create_dir_all("/run/triton");
+    let mut cfg = Config::new("/var/log", CONTROL_SOCKET, MANIFEST_DIRS.iter().map(Into::into).collect(), mode);
+    cfg.conditions.insert("network".into());
+    if pool_imported {
+        cfg.conditions.insert("pool".into());
+    }
+    let mut sup = Supervisor::new(cfg).context("starting the supervisor")?;
+    let both: std::collections::BTreeSet<_> = [supervisor::Mode::Setup, supervisor::Mode::Unsetup].into();
+    // udevd was started early for the coldplug; it hands over to the
+    // supervised one after draining its queue.
+    if udevd_running {
+        if let Err(e) = udev::stop() {
+            console::line(&format!("warning: {e:#}"));
+        }
+    }
+    let mut udevd = ServiceSpec::new("udevd", [udev::UDEVD]);
+    udevd.order = -100;
+    udevd.modes = both.clone();
+    let mut getty = ServiceSpec::new("getty-console", ["/usr/sbin/agetty", "--noclear", "-L", "console", "linux"]);
+    getty.log = LogTarget::Inherit;
+    getty.modes = both;
+    for spec in [udevd, getty] {
+        sup.add_service(spec).context("adding a built-in service")?;
+    }
+    for e in sup.load_manifests() {
+        console::line(&format!("warning: service manifest: {e}"));
+    }
+    let handle = sup.handle();
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    console::event(
+        "ready",
+        true,
+        json!({
+            "uptime_ms": console::uptime_ms(),
+            "pid1_rss_kib": kib_field(&status, "VmRSS:"),
+            "mem_used_kib": kib_field(&meminfo, "MemTotal:").zip(kib_field(&meminfo, "MemAvailable:")).map(|(t, a)| t.saturating_sub(a)),
+            "control_socket": CONTROL_SOCKET,
+        }),
+    );
+    let hook = move |action: PowerAction| -> Result<(), supervisor::HookError> {
+        let t = std::time::Instant::now();
+        let mut cmd = crate::command(TRITON_POOL);
+        cmd.arg("export");
+        let res = handle.helper_output(cmd);
+        let (ok, detail) = match &res {
+            Ok(o) if o.status.success() => (true, String::from_utf8_lossy(&o.stdout).trim().to_string()),
+            Ok(o) => (false, format!("{}: {}", o.status, String::from_utf8_lossy(&o.stderr).trim())),
+            Err(e) => (false, e.to_string()),
+        };
+        console::event(
+            "shutdown",
+            ok,
+            json!({ "action": format!("{action:?}").to_lowercase(), "pool_export": detail, "ms": t.elapsed().as_millis() as u64 }),
+        );
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("exporting the zones pool: {detail}").into())
+        }
+    };
+    sup.run(hook)
 }
 
 /// Applies `/etc/triton-networking.json` (hash-checked) through rtnetlink.
@@ -158,47 +291,6 @@ fn kib_field(text: &str, key: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-}
-
-/// Keeps a login prompt on the console and udevd running, and reaps every
-/// child. Never returns.
-fn supervise(udevd: Option<Child>) -> ! {
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::Pid;
-    let pid_of = |c: &Child| Pid::from_raw(c.id() as i32);
-    let mut udevd_pid = udevd.as_ref().map(pid_of);
-    let mut backoff = Duration::from_secs(1);
-    let mut getty_pid = None;
-    loop {
-        if getty_pid.is_none() {
-            match getty() {
-                Ok(c) => getty_pid = Some(pid_of(&c)),
-                Err(e) => {
-                    console::line(&format!(
-                        "cannot start agetty on the console: {e}; retrying in {}s",
-                        backoff.as_secs()
-                    ));
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                    continue;
-                }
-            }
-        }
-        match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) => {
-                if Some(pid) == getty_pid {
-                    getty_pid = None;
-                } else if Some(pid) == udevd_pid {
-                    console::line("systemd-udevd exited; restarting it");
-                    std::thread::sleep(Duration::from_secs(1));
-                    udevd_pid = udev::start().ok().as_ref().map(pid_of);
-                }
-            }
-            Ok(_) => {}
-            Err(nix::errno::Errno::ECHILD) => getty_pid = None,
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,18 +2,18 @@
 //! init, then a coldplug trigger and a bounded settle (ZFS needs the
 //! /dev/disk/by-* links it creates).
 
-use std::process::{Child, Command};
+use std::process::Child;
 
 use anyhow::{bail, Context};
 
 pub const UDEVD: &str = "/usr/lib/systemd/systemd-udevd";
 
 pub fn start() -> anyhow::Result<Child> {
-    Command::new(UDEVD).spawn().with_context(|| format!("starting {UDEVD}"))
+    crate::command(UDEVD).spawn().with_context(|| format!("starting {UDEVD}"))
 }
 
 fn udevadm(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("/usr/bin/udevadm").args(args).output().context("running udevadm")?;
+    let out = crate::command("/usr/bin/udevadm").args(args).output().context("running udevadm")?;
     if !out.status.success() {
         bail!("udevadm {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -26,4 +26,10 @@ pub fn coldplug(timeout_s: u32) -> anyhow::Result<()> {
     udevadm(&["trigger", "--action=add", "--type=subsystems"])?;
     udevadm(&["trigger", "--action=add", "--type=devices"])?;
     udevadm(&["settle", &format!("--timeout={timeout_s}")])
+}
+
+/// Asks udevd to finish its queue and exit (`udevadm control --exit`), so
+/// the supervisor can take it over as a service.
+pub fn stop() -> anyhow::Result<()> {
+    udevadm(&["control", "--exit"])
 }

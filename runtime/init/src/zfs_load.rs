@@ -2,8 +2,6 @@
 //! default the ARC may use a quarter of RAM (at least 256 MiB);
 //! `triton.zfs_arc_max=<bytes>` on the kernel command line overrides it.
 
-use std::process::Command;
-
 use anyhow::{bail, Context};
 
 const MIB: u64 = 1 << 20;
@@ -25,7 +23,7 @@ pub fn arc_max(mem: u64, override_bytes: Option<u64>) -> u64 {
 
 /// `modprobe zfs zfs_arc_max=<n>`; returns the module version.
 pub fn load(arc_max: u64) -> anyhow::Result<String> {
-    let out = Command::new("/usr/sbin/modprobe")
+    let out = crate::command("/usr/sbin/modprobe")
         .args(["zfs", &format!("zfs_arc_max={arc_max}")])
         .output()
         .context("running /usr/sbin/modprobe zfs")?;
