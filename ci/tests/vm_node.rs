@@ -98,3 +98,128 @@ fn aggregation_and_vlan_from_networking_json() {
     assert!(resolv.contains("nameserver 10.0.2.3") && resolv.contains("ci-1.ci.example"), "{resolv}");
     no_panic(&vm);
 }
+
+/// Creates the zones pool the way joysetup lays it out (legacy mounts for
+/// var/opt/config, cores, a swap zvol), marks setup complete and installs a
+/// test service manifest on /opt, as server setup would.
+fn create_triton_pool(vm: &mut Vm) {
+    let script = [
+        "set -e",
+        "zpool create -f -O atime=off -O mountpoint=/zones zones /dev/disk/by-id/virtio-triton-d0",
+        "touch /zones/.system_pool",
+        "for d in var opt config; do zfs create -o mountpoint=legacy zones/$d; done",
+        "zfs create -o compression=lz4 -o mountpoint=none zones/cores",
+        "zfs create -o quota=1g -o mountpoint=/zones/global/cores zones/cores/global",
+        "zfs create -V 128m zones/swap",
+        "mkdir -p /run/o && mount -t zfs zones/opt /run/o",
+        "mkdir -p /run/o/triton/config /run/o/triton/services",
+        "echo '{\"complete\":true,\"current_state\":\"setup_complete\"}' > /run/o/triton/config/triton-setup-state.json",
+        "printf 'name = \"ci-hello\"\\nexec = [\"/bin/sh\", \"-c\", \"echo hello-from-ci; exec sleep 100000\"]\\nneeds = [\"pool\"]\\nmodes = [\"setup\"]\\n' > /run/o/triton/services/ci-hello.toml",
+        "umount /run/o",
+    ];
+    for line in script.iter().skip(1) {
+        vm.sh_ok(line, CMD).unwrap_or_else(|e| panic!("creating the pool: {e:#}"));
+    }
+}
+
+/// The pool event and the mode event of the current boot.
+fn pool_and_mode(vm: &Vm) -> (serde_json::Value, serde_json::Value) {
+    let pool = vm.wait_event("pool", BOOT).expect("pool event");
+    let mode = vm.wait_event("mode", Duration::from_secs(60)).expect("mode event");
+    (pool, mode)
+}
+
+/// Reboots through the control CLI and checks the orderly shutdown
+/// exported the pool (QEMU runs with -no-reboot, so it exits).
+fn reboot_via_ctl(vm: &mut Vm, expect_export: bool) {
+    vm.type_line("triton-ctl reboot").expect("type");
+    let ev = vm.wait_event("shutdown", Duration::from_secs(180)).expect("shutdown event");
+    assert_eq!(ev["action"], "reboot", "{ev}");
+    if expect_export {
+        assert_eq!(ev["ok"], true, "pool export at shutdown: {ev}");
+    }
+    vm.wait_exit(Duration::from_secs(120)).expect("QEMU exits on reboot");
+}
+
+/// A blank CN comes up unsetup; a pool created on it (as server setup
+/// does) is exported by a clean reboot through `triton-ctl`, imported on the
+/// next boot with the Triton layout mounted (/var seeded from the image,
+/// /opt, cores, swap) and the node setup with the pool's service running; a
+/// file in /var is kept across the following reboot.
+#[test]
+fn zones_pool_created_imported_and_var_kept_across_boots() {
+    let p = Platform::locate().expect("platform");
+    let http = HttpServer::serve_dir(&p.dir).expect("http");
+    let mac = "52:54:00:12:35:10";
+    let mut cn = Cn::new(&p, &http, "pool", mac, Some(&slirp_networking(mac)));
+    cn.add_disk(4).expect("disk");
+
+    // Boot 1: blank disk.
+    let mut vm = cn.boot(1).expect("boot 1");
+    let (pool, mode) = pool_and_mode(&vm);
+    assert_eq!(pool["outcome"], "absent", "{pool}");
+    assert_eq!(mode["mode"], "unsetup", "{mode}");
+    vm.login(PASSWORD).expect("login");
+    create_triton_pool(&mut vm);
+    reboot_via_ctl(&mut vm, true);
+    drop(vm);
+
+    // Boot 2: imported, layout mounted, setup, service up.
+    let mut vm = cn.boot(2).expect("boot 2");
+    let (pool, mode) = pool_and_mode(&vm);
+    assert_eq!(pool["outcome"], "imported", "{pool}");
+    assert_eq!(mode["mode"], "setup", "{mode}");
+    vm.login(PASSWORD).expect("login");
+    let mounts = vm.sh_ok("findmnt -rno SOURCE,TARGET -t zfs", CMD).expect("findmnt");
+    for (src, dst) in [("zones/var", "/var"), ("zones/opt", "/opt"), ("zones/cores/global", "/zones/global/cores")] {
+        assert!(mounts.lines().any(|l| l.trim() == format!("{src} {dst}")), "{src} on {dst}:\n{mounts}");
+    }
+    let seeded = vm.sh_ok("ls /var/lib/dpkg/status /var/.triton-var-seeded", CMD).expect("seeded /var");
+    assert!(seeded.contains("/var/lib/dpkg/status"), "{seeded}");
+    let swap = vm.sh_ok("cat /proc/swaps", CMD).expect("swaps");
+    assert!(swap.lines().count() >= 2, "swap zvol in use:\n{swap}");
+    let core = vm.sh_ok("cat /proc/sys/kernel/core_pattern", CMD).expect("core_pattern");
+    assert_eq!(core.trim(), "/zones/global/cores/core.%e.%p");
+    let status = vm.sh_ok("triton-ctl status", CMD).expect("status");
+    assert!(status.lines().any(|l| l.contains("ci-hello") && l.contains("running")), "{status}");
+    let log = vm.sh_ok("cat /var/log/ci-hello.log", CMD).expect("service log");
+    assert!(log.contains("hello-from-ci"), "{log}");
+    vm.sh_ok("echo kept-$((6*7)) > /var/tmp/ci-kept", CMD).expect("write /var");
+    reboot_via_ctl(&mut vm, true);
+    drop(vm);
+
+    // Boot 3: the file is still there.
+    let mut vm = cn.boot(3).expect("boot 3");
+    let (pool, mode) = pool_and_mode(&vm);
+    assert_eq!(pool["outcome"], "imported", "{pool}");
+    assert_eq!(mode["mode"], "setup", "{mode}");
+    vm.login(PASSWORD).expect("login");
+    let kept = vm.sh_ok("cat /var/tmp/ci-kept", CMD).expect("read /var");
+    assert_eq!(kept.trim(), "kept-42");
+
+    // Boot 4: noimport=true leaves the pool alone; unsetup says why.
+    reboot_via_ctl(&mut vm, true);
+    drop(vm);
+    cn.spec.append.push_str(" noimport=true");
+    let mut vm = cn.boot(4).expect("boot 4");
+    let (pool, mode) = pool_and_mode(&vm);
+    assert_eq!(pool["outcome"], "noimport", "{pool}");
+    assert_eq!(mode["mode"], "unsetup", "{mode}");
+    assert!(mode["reason"].as_str().unwrap_or_default().contains("noimport"), "{mode}");
+    vm.login(PASSWORD).expect("login");
+    let pools = vm.sh_ok("zpool list -H -o name 2>&1 || true", CMD).expect("zpool list");
+    assert!(!pools.lines().any(|l| l.trim() == "zones"), "noimport must not import: {pools}");
+    vm.type_line("triton-ctl poweroff").expect("type");
+    vm.wait_exit(Duration::from_secs(180)).expect("poweroff");
+    drop(vm);
+
+    // Boot 5: the pool's disk is gone: unsetup, not stuck.
+    cn.spec.append = cn.spec.append.replace(" noimport=true", "");
+    cn.spec.disks.clear();
+    let vm = cn.boot(5).expect("boot 5");
+    let (pool, mode) = pool_and_mode(&vm);
+    assert_eq!(pool["outcome"], "absent", "{pool}");
+    assert_eq!(mode["mode"], "unsetup", "{mode}");
+    vm.wait_event("ready", Duration::from_secs(60)).expect("ready");
+    no_panic(&vm);
+}

@@ -74,6 +74,11 @@ impl RotatingLog {
         })
     }
 
+    /// Closes the file; the next write reopens it.
+    pub fn close(&mut self) {
+        self.file = None;
+    }
+
     /// Appends `data`, then rotates if the file reached the size limit.
     pub fn write(&mut self, data: &[u8]) -> Result<(), LogError> {
         if self.file.is_none() && self.path.exists() {

@@ -988,6 +988,14 @@ impl<H: Host> Supervisor<H> {
                         }
                         continue;
                     }
+                    // Every service is gone: close their log files so the
+                    // hook can unmount the file system holding them (the
+                    // zones pool's /var).
+                    for svc in &self.services {
+                        if let Some(log) = &svc.log {
+                            log.lock().unwrap_or_else(PoisonError::into_inner).close();
+                        }
+                    }
                     self.phase = Phase::Hook { action, deadline: now + self.cfg.hook_timeout };
                     self.start_hook(action, hooks.take());
                 }
