@@ -17,18 +17,27 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "unit and component tests"
-tests cargo test --workspace --locked --lib --bins
+step "unit, component and namespace tests (host)"
+# zfs-sys/zfs link libzfs, which only the trixie buildroot has: they run
+# there after the image build. The ci package's tests need the built PI.
+tests cargo test --workspace --locked --exclude ci --exclude zfs-sys --exclude zfs --lib --bins --tests
+tests cargo test --locked -p ci --lib --bins
 
 step "build the platform image"
 cargo build --release --locked -p image
 ./target/release/triton-pi build --standalone --json
 
+step "libzfs bindings and wrapper tests (in the trixie buildroot)"
+tests ./target/release/triton-pi cargo-test -- -p zfs-sys -p zfs
+
 step "artifact checks (tarball layout, version files, hashes, contents)"
 tests cargo test --locked -p ci --test artifacts
 
-step "QEMU boot tests (TCG, direct kernel, squashfs over HTTP)"
+step "QEMU boot tests (TCG, direct kernel; squashfs over HTTP or TFTP)"
 tests cargo test --locked -p ci --test vm_boot -- --test-threads=2
+
+step "QEMU node tests (networking, zones pool across boots, supervisor)"
+tests cargo test --locked -p ci --test vm_node -- --test-threads=2
 
 step "reproducibility (second build of HEAD with fresh Debian layers and runtime)"
 ./target/release/triton-pi repro
