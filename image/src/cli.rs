@@ -20,6 +20,22 @@ pub enum Command {
     /// Print build figures: cold build, warm rebuild after touching one
     /// runtime source file, artifact sizes, next to the targets.
     Bench(BenchArgs),
+    /// Run `cargo test --release <ARGS>` inside the cached trixie buildroot
+    /// (for crates that link trixie's libraries, e.g. `-- -p zfs-sys -p zfs`).
+    CargoTest(CargoTestArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CargoTestArgs {
+    /// Cache of expensive layers (the buildroot is looked up or built there).
+    #[arg(long, env = "TRITON_PI_CACHE", default_value = "/var/cache/triton-pi")]
+    pub cache: PathBuf,
+    /// Rebuild the buildroot layer even if cached.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Arguments for `cargo test --release` (after `--`).
+    #[arg(last = true)]
+    pub cargo_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -66,6 +82,11 @@ mod tests {
                 assert!(b.json);
                 assert_eq!(b.out, PathBuf::from("/tmp/x"));
             }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::parse_from(["triton-pi", "cargo-test", "--", "-p", "zfs-sys", "-p", "zfs"]);
+        match c.command {
+            Command::CargoTest(t) => assert_eq!(t.cargo_args, ["-p", "zfs-sys", "-p", "zfs"]),
             other => panic!("{other:?}"),
         }
     }

@@ -5,6 +5,7 @@
 pub mod assemble;
 pub mod bench;
 pub mod build;
+pub mod cargo_test;
 pub mod cli;
 pub mod host;
 pub mod layers;

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         }),
         Command::Repro(args) => image::repro::run(&args),
         Command::Bench(args) => image::bench::run(&args),
+        Command::CargoTest(args) => image::cargo_test::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -58,6 +58,25 @@ fn sandboxed_cargo(
     args: &[&str],
     static_crt: bool,
 ) -> anyhow::Result<()> {
+    let mut cmd = sandbox_cmd(buildroot, src, target_dir, "build", static_crt);
+    cmd.args(args);
+    host::run_logged(&mut cmd, log).context("building the runtime inside the trixie buildroot")
+}
+
+/// `cargo test --release <args>` inside the trixie buildroot, in the same
+/// sandbox and target directory as the image's dynamic runtime build, so
+/// crates that link trixie's libraries (zfs-sys, zfs) can run their tests.
+/// Output goes to the terminal.
+pub fn test(buildroot: &Path, src: &Path, target_dir: &Path, args: &[String]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(target_dir).with_context(|| format!("creating {}", target_dir.display()))?;
+    host::run(Command::new("cargo").args(["fetch", "--locked", "--manifest-path"]).arg(src.join("Cargo.toml")))
+        .context("fetching crates (needs crates.io, or a filled ~/.cargo/registry)")?;
+    let mut cmd = sandbox_cmd(buildroot, src, target_dir, "test", false);
+    cmd.args(args);
+    host::run(&mut cmd).context("cargo test inside the trixie buildroot")
+}
+
+fn sandbox_cmd(buildroot: &Path, src: &Path, target_dir: &Path, subcommand: &str, static_crt: bool) -> Command {
     let cargo_home = home_dir("CARGO_HOME", ".cargo");
     let rustup_home = home_dir("RUSTUP_HOME", ".rustup");
     let mut cmd = Command::new("bwrap");
@@ -95,7 +114,7 @@ fn sandboxed_cargo(
             "/srv/src",
             "--",
             "cargo",
-            "build",
+            subcommand,
             "--release",
             "--offline",
             "--locked",
@@ -104,7 +123,6 @@ fn sandboxed_cargo(
             "--target-dir",
         ]);
     cmd.arg(if static_crt { "/srv/target/static" } else { "/srv/target/dynamic" });
-    cmd.args(args);
     if let Ok(tc) = std::env::var("RUSTUP_TOOLCHAIN") {
         cmd.env("RUSTUP_TOOLCHAIN", tc);
     }
@@ -117,7 +135,7 @@ fn sandboxed_cargo(
     for k in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
         cmd.env_remove(k);
     }
-    host::run_logged(&mut cmd, log).context("building the runtime inside the trixie buildroot")
+    cmd
 }
 
 /// `true` if the ELF file has no program interpreter (statically linked).
