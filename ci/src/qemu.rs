@@ -252,7 +252,7 @@ impl Vm {
             self.wait_line_from(start, &format!("end of `{cmd}`"), timeout, |l| l.trim().starts_with(&end_tag))?;
         let status = line.trim().trim_start_matches(&end_tag).parse().unwrap_or(-1);
         let lines = self.lines();
-        Ok((lines[start + 1..end].to_vec(), status))
+        Ok((lines[start + 1..end].iter().map(|l| strip_ansi(l)).collect(), status))
     }
 
     /// [`Vm::sh`] that must exit 0; returns the output joined by newlines.
@@ -292,8 +292,36 @@ impl Drop for Vm {
     }
 }
 
+/// `line` without ANSI escape sequences (colours from `ip`, `ls`...).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // Parameters and intermediates, then one final byte.
+                for f in chars.by_ref() {
+                    if ('@'..='~').contains(&f) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn strips_colours() {
+        assert_eq!(super::strip_ansi("2: eth0 inet \u{1b}[35m10.0.2.15\u{1b}[0m/24"), "2: eth0 inet 10.0.2.15/24");
+        assert_eq!(super::strip_ansi("plain"), "plain");
+    }
+
     use super::*;
 
     #[test]

@@ -177,7 +177,7 @@ fn zones_pool_created_imported_and_var_kept_across_boots() {
     let seeded = vm.sh_ok("ls /var/lib/dpkg/status /var/.triton-var-seeded", CMD).expect("seeded /var");
     assert!(seeded.contains("/var/lib/dpkg/status"), "{seeded}");
     let swap = vm.sh_ok("cat /proc/swaps", CMD).expect("swaps");
-    assert!(swap.lines().count() >= 2, "swap zvol in use:\n{swap}");
+    assert!(swap.lines().count() >= 2, "swap zvol in use:\n{swap}\npool event: {pool}");
     let core = vm.sh_ok("cat /proc/sys/kernel/core_pattern", CMD).expect("core_pattern");
     assert_eq!(core.trim(), "/zones/global/cores/core.%e.%p");
     let status = vm.sh_ok("triton-ctl status", CMD).expect("status");

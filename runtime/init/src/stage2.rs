@@ -23,6 +23,9 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
     // First, before any thread: the supervisor reads SIGCHLD/SIGTERM/SIGINT
     // from a signalfd; children get the default mask (crate::command).
     supervisor::block_signals().context("blocking signals for the supervisor")?;
+    // The kernel starts init without PATH; children (and the console
+    // login's environment) expect one.
+    std::env::set_var("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     // ctrl-alt-del sends SIGINT to PID 1 (an orderly reboot), not an
     // immediate reboot.
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {

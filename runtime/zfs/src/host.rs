@@ -52,7 +52,7 @@ pub fn block_devices(root: &Path) -> Vec<String> {
 
 impl PoolHost for LibzfsHost<'_> {
     fn settle(&mut self) {
-        let st = Command::new("udevadm")
+        let st = Command::new("/usr/bin/udevadm")
             .args(["settle", "--timeout=10"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -173,7 +173,7 @@ impl PoolHost for LibzfsHost<'_> {
                 // joysetup creates the zvol but (SmartOS needs no signature)
                 // never runs mkswap: format it once, it is swap by contract.
                 eprintln!("triton-pool: {} has no swap signature; running mkswap", device.display());
-                let st = Command::new("mkswap")
+                let st = Command::new("/usr/sbin/mkswap")
                     .arg("-L")
                     .arg("triton-swap")
                     .arg(device)
