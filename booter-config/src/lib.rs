@@ -1,0 +1,1 @@
+//! Booter configuration for Linux CNs.
