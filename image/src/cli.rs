@@ -23,6 +23,23 @@ pub enum Command {
     /// Run `cargo test --release <ARGS>` inside the cached trixie buildroot
     /// (for crates that link trixie's libraries, e.g. `-- -p zfs-sys -p zfs`).
     CargoTest(CargoTestArgs),
+    /// Build the conventional BASELINE image for the boot benchmark (Debian
+    /// live-boot initramfs, systemd as PID 1, same packages) into
+    /// `<out>/baseline-<STAMP>/x86_64/`.
+    Baseline(BaselineArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BaselineArgs {
+    /// Where `baseline-<STAMP>/` goes.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Cache of expensive layers (shared with `build`).
+    #[arg(long, env = "TRITON_PI_CACHE", default_value = "/var/cache/triton-pi")]
+    pub cache: PathBuf,
+    /// Rebuild the baseline layer even if cached.
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -87,6 +104,11 @@ mod tests {
         let c = Cli::parse_from(["triton-pi", "cargo-test", "--", "-p", "zfs-sys", "-p", "zfs"]);
         match c.command {
             Command::CargoTest(t) => assert_eq!(t.cargo_args, ["-p", "zfs-sys", "-p", "zfs"]),
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::parse_from(["triton-pi", "baseline", "--out", "/tmp/b"]);
+        match c.command {
+            Command::Baseline(b) => assert_eq!((b.out, b.refresh), (PathBuf::from("/tmp/b"), false)),
             other => panic!("{other:?}"),
         }
     }

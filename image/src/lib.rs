@@ -3,6 +3,7 @@
 //! mksquashfs, our initrd, and a reproducible tarball.
 
 pub mod assemble;
+pub mod baseline;
 pub mod bench;
 pub mod build;
 pub mod cargo_test;

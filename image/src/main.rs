@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Repro(args) => image::repro::run(&args),
         Command::Bench(args) => image::bench::run(&args),
         Command::CargoTest(args) => image::cargo_test::run(&args),
+        Command::Baseline(args) => image::baseline::run(&args).map(|_| ()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
