@@ -158,6 +158,13 @@ fn pool_phase() -> (supervisor::Mode, bool) {
         supervisor::Mode::Unsetup => "unsetup",
     };
     console::event("mode", true, json!({ "mode": name, "reason": reason, "pool_imported": imported }));
+    match mode {
+        supervisor::Mode::Setup => console::line("This compute node is set up: starting its services."),
+        supervisor::Mode::Unsetup => console::line(&format!(
+            "This compute node is unsetup ({}): waiting for server setup from the headnode.",
+            reason.as_deref().unwrap_or("no setup state")
+        )),
+    }
     (mode, imported)
 }
 
