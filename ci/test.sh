@@ -39,6 +39,9 @@ tests cargo test --locked -p ci --test vm_boot -- --test-threads=2
 step "QEMU node tests (networking, zones pool across boots, supervisor)"
 tests cargo test --locked -p ci --test vm_node -- --test-threads=2
 
+step "netboot end-to-end (iPXE, booter's boot.ipxe, dev booter)"
+tests cargo test --locked -p ci --test netboot -- --test-threads=2
+
 step "reproducibility (second build of HEAD with fresh Debian layers and runtime)"
 ./target/release/triton-pi repro
 

@@ -451,7 +451,7 @@ impl DevBooter {
     /// The QEMU command line of a CN (after `ip netns exec <ns>`).
     pub fn qemu_args(&self, name: &str) -> Result<Vec<String>> {
         let vm = self.cns.iter().find(|c| c.name() == name).ok_or_else(|| DevBooterError::UnknownCn(name.into()))?;
-        Ok(qemu_args(&self.opts.qemu, &vm.cn, &vm.tap, &vm.disks))
+        Ok(qemu_args(&self.opts.qemu, &vm.cn, &vm.tap, &vm.disks, Some(&self.opts.artifacts)))
     }
 
     /// Starts the CN's QEMU; its console goes to `<artifacts>/<cn>.console.log`
@@ -633,16 +633,41 @@ pub fn dnsmasq_args<'a>(
     a
 }
 
+/// The serial ports a CN's QEMU gets: at least COM1 and COM2 (ttyS0 and
+/// ttyS1, like a server), more when its console is ttyc/ttyd. The port its
+/// CNAPI `serial` names (booter's `console=ttyS<unit>`) is on stdio: that is
+/// the console the dev booter captures and types into. The other ports are
+/// written raw to `<other_ports_dir>/<cn>.ttyS<k>.log` when a directory is
+/// given, else discarded. `serial = "none"` (booter's `ttyS-1`) leaves COM1
+/// on stdio, where nothing but firmware output is expected.
+pub fn serial_args(cn: &Cn, other_ports_dir: Option<&Path>) -> Vec<String> {
+    let console = usize::try_from(cn.serial.unit()).unwrap_or(0);
+    let mut a = Vec::new();
+    for k in 0..(console + 1).max(2) {
+        let backend = if k == console {
+            "stdio".to_string()
+        } else {
+            match other_ports_dir {
+                Some(d) => format!("file:{}", d.join(format!("{}.ttyS{k}.log", cn.hostname)).display()),
+                None => "null".to_string(),
+            }
+        };
+        a.extend(["-serial".to_string(), backend]);
+    }
+    a
+}
+
 /// QEMU (TCG) for one CN: iPXE ROM on the admin NIC (tap on the bridge),
-/// netboot first, serial console on stdio, persistent virtio disks with
-/// serials `triton-d<N>`; the CN's other NICs (tag targets, aggregation
-/// members, vnics) on isolated user networks without a ROM.
-pub fn qemu_args(q: &QemuOpts, cn: &Cn, tap: &str, disks: &[PathBuf]) -> Vec<String> {
-    let mut a: Vec<String> =
-        ["-accel", "tcg", "-cpu", "max", "-nodefaults", "-display", "none", "-monitor", "none", "-serial", "stdio"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+/// netboot first, serial ports as [`serial_args`] (the console port on
+/// stdio), persistent virtio disks with serials `triton-d<N>`; the CN's
+/// other NICs (tag targets, aggregation members, vnics) on isolated user
+/// networks without a ROM.
+pub fn qemu_args(q: &QemuOpts, cn: &Cn, tap: &str, disks: &[PathBuf], other_ports_dir: Option<&Path>) -> Vec<String> {
+    let mut a: Vec<String> = ["-accel", "tcg", "-cpu", "max", "-nodefaults", "-display", "none", "-monitor", "none"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend(serial_args(cn, other_ports_dir));
     if q.no_reboot {
         a.push("-no-reboot".into());
     }
@@ -683,7 +708,7 @@ mod tests {
         assert!(a.contains(&"--dhcp-boot=tag:cn0,tag:ipxe,boot.ipxe.01525400990001,,10.99.99.9".to_string()), "{a:?}");
         assert!(a.contains(&"--dhcp-range=10.99.99.0,static,255.255.255.0,12h".to_string()), "{a:?}");
         assert!(a.contains(&"--port=0".to_string()));
-        let q = qemu_args(&QemuOpts::default(), &c.cns[0], "tap0", &["/w/disks/cn1-d0.img".into()]);
+        let q = qemu_args(&QemuOpts::default(), &c.cns[0], "tap0", &["/w/disks/cn1-d0.img".into()], None);
         let pos = |x: &str| q.iter().position(|v| v == x).expect(x);
         assert_eq!(q[pos("-boot") + 1], "n");
         assert_eq!(q[pos("-netdev") + 1], "tap,id=n0,ifname=tap0,script=no,downscript=no");
@@ -692,6 +717,26 @@ mod tests {
             format!("virtio-net-pci,disable-legacy=on,netdev=n0,mac=52:54:00:99:00:01,romfile={VIRTIO_ROM}")
         );
         assert!(q.contains(&"virtio-blk-pci,drive=d0,serial=triton-d0".to_string()));
+        // dev_default's CN is ttya: COM1 on stdio, COM2 present too.
+        assert_eq!(serial_args(&c.cns[0], None), ["-serial", "stdio", "-serial", "null"]);
+    }
+
+    #[test]
+    fn the_console_port_is_the_one_on_stdio() {
+        let mut cn = dev_default(1).validate().expect("valid").cns.remove(0);
+        cn.serial = crate::config::Serial::Ttyb;
+        assert_eq!(
+            serial_args(&cn, Some(Path::new("/a"))),
+            ["-serial", "file:/a/cn1.ttyS0.log", "-serial", "stdio"],
+            "booter's default ttyb is COM2"
+        );
+        cn.serial = crate::config::Serial::Ttyd;
+        assert_eq!(
+            serial_args(&cn, None),
+            ["-serial", "null", "-serial", "null", "-serial", "null", "-serial", "stdio"]
+        );
+        cn.serial = crate::config::Serial::None;
+        assert_eq!(serial_args(&cn, None), ["-serial", "stdio", "-serial", "null"]);
     }
 
     #[test]

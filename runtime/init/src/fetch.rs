@@ -250,7 +250,22 @@ fn http_once(
     dest: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(u64, Sha256Hex), Attempt> {
-    let resp = agent.get(url).call().map_err(|e| Attempt::Retry(e.to_string()))?;
+    let resp = agent.get(url).call().map_err(|e| match e {
+        // The server answered that it does not have the file (or will not
+        // give it): asking again will not change that. Timeouts and rate
+        // limits are retried like network errors and 5xx.
+        ureq::Error::Status(code, _) if (400..500).contains(&code) && code != 408 && code != 429 => {
+            Attempt::Fatal(FetchError::Http {
+                url: url.to_string(),
+                message: format!(
+                    "{e}; the boot server does not serve this file: check that the platform is installed on the \
+                     headnode (sdcadm platform list) and assigned to this CN"
+                ),
+                attempts: 1,
+            })
+        }
+        e => Attempt::Retry(e.to_string()),
+    })?;
     let total: Option<u64> = resp.header("Content-Length").and_then(|v| v.parse().ok());
     let mut sink = Sink::create(dest, total, progress).map_err(Attempt::Fatal)?;
     let mut body = resp.into_reader();
