@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The one test command (README, .ci/run): host set-up, lints, unit tests,
-# PI build, artifact checks, QEMU boot tests, reproducibility check.
+# The one test command (README, .ci/run): host set-up, lints, unit and
+# namespace tests, PI build, libzfs tests in the buildroot, artifact checks,
+# QEMU boot and node tests, the netboot suite (dev booter, iPXE),
+# reproducibility check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
