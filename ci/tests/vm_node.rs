@@ -122,6 +122,12 @@ fn create_triton_pool(vm: &mut Vm) {
     }
 }
 
+/// `sysinfo` on the CN, parsed.
+fn sysinfo(vm: &mut Vm) -> serde_json::Value {
+    let out = vm.sh_ok("sysinfo -u 2>/dev/null && sysinfo 2>/dev/null", CMD).expect("sysinfo");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("sysinfo output is not JSON ({e}):\n{out}"))
+}
+
 /// The pool event and the mode event of the current boot.
 fn pool_and_mode(vm: &Vm) -> (serde_json::Value, serde_json::Value) {
     let pool = vm.wait_event("pool", BOOT).expect("pool event");
@@ -152,6 +158,7 @@ fn zones_pool_created_imported_and_var_kept_across_boots() {
     let http = HttpServer::serve_dir(&p.dir).expect("http");
     let mac = "52:54:00:12:35:10";
     let mut cn = Cn::new(&p, &http, "pool", mac, Some(&slirp_networking(mac)));
+    cn.spec.uuid = Some("4c4c4544-0036-3010-8036-b5c04f4e3033".into());
     cn.add_disk(4).expect("disk");
 
     // Boot 1: blank disk.
@@ -160,6 +167,12 @@ fn zones_pool_created_imported_and_var_kept_across_boots() {
     assert_eq!(pool["outcome"], "absent", "{pool}");
     assert_eq!(mode["mode"], "unsetup", "{mode}");
     vm.login(PASSWORD).expect("login");
+    let info = sysinfo(&mut vm);
+    assert_eq!(info["Setup"], "false", "unsetup CN: {info}");
+    assert_eq!(info["System Type"], "Linux");
+    assert_eq!(info["UUID"], "44454c4c-3600-1030-8036-b5c04f4e3033", "SmartOS byte order: {info}");
+    assert_eq!(info["Hostname"], "52-54-00-12-35-10", "booter finds unsetup CNs by the dashed MAC");
+    assert_eq!(info["Network Interfaces"]["eth0"]["NIC Names"], json!(["admin"]), "{info}");
     create_triton_pool(&mut vm);
     reboot_via_ctl(&mut vm, true);
     drop(vm);
@@ -180,6 +193,9 @@ fn zones_pool_created_imported_and_var_kept_across_boots() {
     assert!(swap.lines().count() >= 2, "swap zvol in use:\n{swap}\npool event: {pool}");
     let core = vm.sh_ok("cat /proc/sys/kernel/core_pattern", CMD).expect("core_pattern");
     assert_eq!(core.trim(), "/zones/global/cores/core.%e.%p");
+    let info = sysinfo(&mut vm);
+    assert_eq!(info["Setup"], "true", "the setup-state file says complete: {info}");
+    assert_eq!(info["Zpool"], "zones", "{info}");
     let status = vm.sh_ok("triton-ctl status", CMD).expect("status");
     assert!(status.lines().any(|l| l.contains("ci-hello") && l.contains("running")), "{status}");
     let log = vm.sh_ok("cat /var/log/ci-hello.log", CMD).expect("service log");
