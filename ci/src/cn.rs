@@ -110,3 +110,28 @@ impl Cn {
         self.spec.initrd.clone()
     }
 }
+
+/// Shell commands (one per console line) that create the zones pool on the
+/// first virtio disk the way server setup lays it out: legacy mounts for
+/// var/opt/config, cores, a swap zvol, the `.system_pool` marker, and the
+/// setup-state file marking setup complete. `on_opt` runs while zones/opt
+/// is mounted at `/run/o` (e.g. to install a service manifest).
+pub fn create_pool_commands(on_opt: &[&str]) -> Vec<String> {
+    let mut cmds: Vec<String> = [
+        "zpool create -f -O atime=off -O mountpoint=/zones zones /dev/disk/by-id/virtio-triton-d0",
+        "touch /zones/.system_pool",
+        "for d in var opt config; do zfs create -o mountpoint=legacy zones/$d; done",
+        "zfs create -o compression=lz4 -o mountpoint=none zones/cores",
+        "zfs create -o quota=1g -o mountpoint=/zones/global/cores zones/cores/global",
+        "zfs create -V 128m zones/swap",
+        "mkdir -p /run/o && mount -t zfs zones/opt /run/o",
+        "mkdir -p /run/o/triton/config",
+        "echo '{\"complete\":true,\"current_state\":\"setup_complete\"}' > /run/o/triton/config/triton-setup-state.json",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    cmds.extend(on_opt.iter().map(|c| c.to_string()));
+    cmds.push("umount /run/o".into());
+    cmds
+}

@@ -414,19 +414,8 @@ fn exported(ev: &Value) -> bool {
 /// The zones pool as server setup lays it out (legacy mounts for
 /// var/opt/config, cores, a swap zvol), with setup marked complete.
 fn create_triton_pool(s: &mut Scenario, name: &str) {
-    let script = [
-        "zpool create -f -O atime=off -O mountpoint=/zones zones /dev/disk/by-id/virtio-triton-d0",
-        "touch /zones/.system_pool",
-        "for d in var opt config; do zfs create -o mountpoint=legacy zones/$d; done",
-        "zfs create -o compression=lz4 -o mountpoint=none zones/cores",
-        "zfs create -o quota=1g -o mountpoint=/zones/global/cores zones/cores/global",
-        "zfs create -V 128m zones/swap",
-        "mkdir -p /run/o && mount -t zfs zones/opt /run/o",
-        "mkdir -p /run/o/triton/config",
-        "echo '{\"complete\":true,\"current_state\":\"setup_complete\"}' > /run/o/triton/config/triton-setup-state.json",
-        "umount /run/o",
-    ];
-    for line in script {
+    let script = ci::cn::create_pool_commands(&[]);
+    for line in &script {
         s.sh_ok(name, line);
     }
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ci::cn::{slirp_networking, Cn, BOOT, PASSWORD};
+use ci::cn::{create_pool_commands, slirp_networking, Cn, BOOT, PASSWORD};
 use ci::http::HttpServer;
 use ci::platform::Platform;
 use ci::qemu::Vm;
@@ -103,22 +103,9 @@ fn aggregation_and_vlan_from_networking_json() {
 /// var/opt/config, cores, a swap zvol), marks setup complete and installs a
 /// test service manifest on /opt, as server setup would.
 fn create_triton_pool(vm: &mut Vm) {
-    let script = [
-        "set -e",
-        "zpool create -f -O atime=off -O mountpoint=/zones zones /dev/disk/by-id/virtio-triton-d0",
-        "touch /zones/.system_pool",
-        "for d in var opt config; do zfs create -o mountpoint=legacy zones/$d; done",
-        "zfs create -o compression=lz4 -o mountpoint=none zones/cores",
-        "zfs create -o quota=1g -o mountpoint=/zones/global/cores zones/cores/global",
-        "zfs create -V 128m zones/swap",
-        "mkdir -p /run/o && mount -t zfs zones/opt /run/o",
-        "mkdir -p /run/o/triton/config /run/o/triton/services",
-        "echo '{\"complete\":true,\"current_state\":\"setup_complete\"}' > /run/o/triton/config/triton-setup-state.json",
-        "printf 'name = \"ci-hello\"\\nexec = [\"/bin/sh\", \"-c\", \"echo hello-from-ci; exec sleep 100000\"]\\nneeds = [\"pool\"]\\nmodes = [\"setup\"]\\n' > /run/o/triton/services/ci-hello.toml",
-        "umount /run/o",
-    ];
-    for line in script.iter().skip(1) {
-        vm.sh_ok(line, CMD).unwrap_or_else(|e| panic!("creating the pool: {e:#}"));
+    let manifest = "mkdir -p /run/o/triton/services && printf 'name = \"ci-hello\"\\nexec = [\"/bin/sh\", \"-c\", \"echo hello-from-ci; exec sleep 100000\"]\\nneeds = [\"pool\"]\\nmodes = [\"setup\"]\\n' > /run/o/triton/services/ci-hello.toml";
+    for line in create_pool_commands(&[manifest]) {
+        vm.sh_ok(&line, CMD).unwrap_or_else(|e| panic!("creating the pool: {e:#}"));
     }
 }
 
