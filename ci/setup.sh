@@ -24,6 +24,8 @@ packages=(
   qemu-system-x86 ipxe-qemu qemu-utils python3
   # netboot test bed (dev booter)
   dnsmasq iproute2 bridge-utils
+  # ur-agent and the headnode double (a real AMQP broker)
+  rabbitmq-server
 )
 
 missing=()

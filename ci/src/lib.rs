@@ -7,3 +7,4 @@ pub mod http;
 pub mod inject;
 pub mod platform;
 pub mod qemu;
+pub mod rabbitmq;

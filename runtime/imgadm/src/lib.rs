@@ -1,0 +1,1 @@
+//! imgadm: image sources configuration (and, later, image import) for a Linux CN
