@@ -8,3 +8,4 @@ pub mod inject;
 pub mod platform;
 pub mod qemu;
 pub mod rabbitmq;
+pub mod scenario;

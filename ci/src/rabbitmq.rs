@@ -61,8 +61,7 @@ impl Broker {
         if !Path::new(SERVER).exists() {
             bail!("{SERVER} is missing: install Debian's rabbitmq-server (bash ci/setup.sh does)");
         }
-        fs::create_dir_all(opts.dir.join("log"))
-            .with_context(|| format!("creating {}", opts.dir.display()))?;
+        fs::create_dir_all(opts.dir.join("log")).with_context(|| format!("creating {}", opts.dir.display()))?;
         fs::write(
             opts.dir.join("rabbitmq.conf"),
             format!(
@@ -134,12 +133,20 @@ impl Broker {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
                     self.child = None;
-                    bail!("rabbitmq-server exited ({st}) before it was ready; log {}:\n{}", log_path.display(), tail(&text));
+                    bail!(
+                        "rabbitmq-server exited ({st}) before it was ready; log {}:\n{}",
+                        log_path.display(),
+                        tail(&text)
+                    );
                 }
             }
             if t0.elapsed() > START_TIMEOUT {
                 self.stop();
-                bail!("rabbitmq-server not ready after {START_TIMEOUT:?}; log {}:\n{}", log_path.display(), tail(&text));
+                bail!(
+                    "rabbitmq-server not ready after {START_TIMEOUT:?}; log {}:\n{}",
+                    log_path.display(),
+                    tail(&text)
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }

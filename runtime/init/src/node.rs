@@ -105,3 +105,90 @@ mod tests {
         );
     }
 }
+
+/// Where the headnode's setup scripts and tools look for this node's config.
+pub const USR_TRITON_CONFIG: &str = "usr/triton/config";
+/// The persistent config directory on a set-up node (`zones/opt`).
+pub const OPT_TRITON_CONFIG: &str = "opt/triton/config";
+
+/// Makes `/usr/triton/config` what the setup scripts expect: on a set-up
+/// node (its `/opt/triton/config` exists on the pool) a symlink to it, as
+/// joysetup leaves it; otherwise a directory holding a copy of booter's
+/// `/etc/node.config`, which joysetup later moves onto the pool. Returns what
+/// it did, for the boot log.
+pub fn triton_config(root: &Path) -> anyhow::Result<String> {
+    let usr = root.join(USR_TRITON_CONFIG);
+    let opt = root.join(OPT_TRITON_CONFIG);
+    if let Some(parent) = usr.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let link_target = Path::new("/").join(OPT_TRITON_CONFIG);
+    if opt.is_dir() {
+        if fs::read_link(&usr).is_ok_and(|t| t == link_target) {
+            return Ok(format!("/{USR_TRITON_CONFIG} -> {}", link_target.display()));
+        }
+        match fs::symlink_metadata(&usr) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&usr),
+            Ok(_) => fs::remove_file(&usr),
+            Err(_) => Ok(()),
+        }
+        .with_context(|| format!("replacing {}", usr.display()))?;
+        std::os::unix::fs::symlink(&link_target, &usr).with_context(|| format!("linking {}", usr.display()))?;
+        return Ok(format!("/{USR_TRITON_CONFIG} -> {}", link_target.display()));
+    }
+    if fs::symlink_metadata(&usr).is_ok_and(|m| !m.is_dir()) {
+        fs::remove_file(&usr).with_context(|| format!("replacing {}", usr.display()))?;
+    }
+    fs::create_dir_all(&usr).with_context(|| format!("creating {}", usr.display()))?;
+    match fs::read(root.join("etc/node.config")) {
+        Ok(data) => {
+            write_atomic(&usr.join("node.config"), &data, 0o644)?;
+            Ok(format!("/{USR_TRITON_CONFIG}/node.config from /etc/node.config"))
+        }
+        Err(_) => Ok(format!("/{USR_TRITON_CONFIG} without node.config (booter gave none)")),
+    }
+}
+
+#[cfg(test)]
+mod triton_config_tests {
+    use super::*;
+
+    #[test]
+    fn unsetup_copies_node_config_then_setup_links_to_opt() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        fs::create_dir_all(root.join("etc")).expect("etc");
+        fs::write(root.join("etc/node.config"), "datacenter_name='dc1'\n").expect("w");
+        let what = triton_config(root).expect("unsetup");
+        assert!(what.contains("from /etc/node.config"), "{what}");
+        assert_eq!(
+            fs::read_to_string(root.join("usr/triton/config/node.config")).expect("r"),
+            "datacenter_name='dc1'\n"
+        );
+        // Idempotent.
+        triton_config(root).expect("again");
+
+        fs::create_dir_all(root.join("opt/triton/config")).expect("opt");
+        let what = triton_config(root).expect("setup");
+        assert_eq!(what, "/usr/triton/config -> /opt/triton/config");
+        assert_eq!(fs::read_link(root.join("usr/triton/config")).expect("link"), Path::new("/opt/triton/config"));
+        assert_eq!(triton_config(root).expect("again"), what);
+    }
+
+    #[test]
+    fn no_node_config_still_makes_the_directory() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let what = triton_config(d.path()).expect("ok");
+        assert!(what.contains("without node.config"), "{what}");
+        assert!(d.path().join("usr/triton/config").is_dir());
+    }
+
+    #[test]
+    fn a_stale_symlink_without_opt_becomes_a_directory() {
+        let d = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(d.path().join("usr/triton")).expect("mk");
+        std::os::unix::fs::symlink("/opt/triton/config", d.path().join("usr/triton/config")).expect("ln");
+        triton_config(d.path()).expect("ok");
+        assert!(fs::symlink_metadata(d.path().join("usr/triton/config")).expect("m").is_dir());
+    }
+}

@@ -108,6 +108,12 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
         return Err(anyhow::anyhow!("triton.rescue is on the kernel command line: stopped before pool import"));
     }
     let (mode, pool_imported) = pool_phase();
+    match crate::node::triton_config(root) {
+        Ok(what) => console::event("triton_config", true, json!({ "config": what })),
+        Err(e) => {
+            console::line(&format!("warning: /usr/triton/config: {e:#}; the setup scripts may not find node.config"))
+        }
+    }
     supervise(mode, pool_imported, udevd.is_some())
 }
 

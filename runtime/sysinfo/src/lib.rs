@@ -58,10 +58,14 @@
 //! Not produced (no source on this platform, or nothing reads them):
 //! `Headnode ID`, `Bhyve Max Vcpus`, `CPU Socket Count`/`Core Count`/
 //! `Online Count`/`Count`, `Psrinfo`, `SDC Agents` (agents are not installed
-//! as Node modules here), `CN Agent IP`/`Port`, and the pool details
-//! `Zpool Encrypted`, `Zpool Disks`, `Zpool Profile`, `Zpool Creation`,
-//! `Zpool Size in GiB`, `Zpool Recovery`: `triton-pool status` reports only
-//! the pool name, its state/health and datasets.
+//! as Node modules here), `CN Agent IP`/`Port`, `Zpool Recovery`.
+//!
+//! Pool details (only while a pool is imported; from `zpool list -Hpv -P` and
+//! `zfs get creation,encryption`, see [`pool_keys`]): `Zpool Size in GiB`
+//! (number), `Zpool Creation` (epoch seconds, number; CNAPI's `created`),
+//! `Zpool Disks` (comma-separated string as SmartOS, linux-live printed an
+//! array), `Zpool Profile` (SmartOS's name; linux-live printed `Profile`),
+//! `Zpool Encrypted` (boolean).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -87,6 +91,97 @@ pub struct HostPaths {
     pub setup_state: PathBuf,
     /// The stdout of `/usr/bin/triton-pool status`, if it ran and succeeded.
     pub pool_status: Option<String>,
+    /// Details of the imported pool (from `zpool list` / `zfs get`), if read.
+    pub pool_details: Option<PoolDetails>,
+}
+
+/// The outputs [`pool_details`] parses: `zpool list -Hpv -P -o name,size <pool>`
+/// and `zfs get -Hp -o property,value creation,encryption <pool>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PoolDetails {
+    pub zpool_list: String,
+    pub zfs_get: String,
+}
+
+/// The pool keys SmartOS prints, derived from [`PoolDetails`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PoolKeys {
+    pub size_gib: Option<u64>,
+    pub disks: Vec<String>,
+    pub profile: Option<String>,
+    pub creation: Option<u64>,
+    pub encrypted: Option<bool>,
+}
+
+/// Disk name of a vdev path: `/dev/sda1` → `sda`, `/dev/nvme0n1p1` → `nvme0n1`,
+/// `/dev/disk/by-id/x-part1` → `x`.
+fn disk_of(dev: &str) -> String {
+    let name = dev.rsplit('/').next().unwrap_or(dev);
+    let digits = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+    if let Some(i) = name.rfind("-part") {
+        if digits(&name[i + 5..]) {
+            return name[..i].to_string();
+        }
+    }
+    if name.starts_with("nvme") || name.starts_with("mmcblk") {
+        return match name.rfind('p') {
+            Some(i) if digits(&name[i + 1..]) && name[..i].ends_with(|c: char| c.is_ascii_digit()) => {
+                name[..i].to_string()
+            }
+            _ => name.to_string(),
+        };
+    }
+    match name.trim_end_matches(|c: char| c.is_ascii_digit()) {
+        "" => name.to_string(),
+        t => t.to_string(),
+    }
+}
+
+/// Parses the pool commands' output: size in GiB (rounded down), the data
+/// disks (comma list in SmartOS; no cache/log/spare devices), the profile
+/// (`mirror`, `raidz`, `raidz2`, `raidz3` or `striped`), the creation time
+/// (epoch seconds) and whether the root dataset is encrypted.
+pub fn pool_keys(d: &PoolDetails) -> PoolKeys {
+    let mut k = PoolKeys::default();
+    let mut section = "data";
+    for (i, line) in d.zpool_list.lines().enumerate() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if i == 0 {
+            k.size_gib = cols.get(1).and_then(|v| v.trim().parse::<u64>().ok()).map(|b| b >> 30);
+            continue;
+        }
+        let Some(name) = cols.iter().map(|c| c.trim()).find(|c| !c.is_empty()) else { continue };
+        match name {
+            "cache" | "logs" | "log" | "spare" | "spares" | "special" | "dedup" => {
+                section = "other";
+                continue;
+            }
+            _ => {}
+        }
+        if section != "data" {
+            continue;
+        }
+        if let Some(kind) = ["raidz3", "raidz2", "raidz1", "mirror"].iter().find(|p| name.starts_with(*p)) {
+            let p = if *kind == "raidz1" { "raidz" } else { kind };
+            if k.profile.is_none() {
+                k.profile = Some(p.to_string());
+            }
+        } else if name.starts_with('/') {
+            k.disks.push(disk_of(name));
+        }
+    }
+    if k.profile.is_none() && !k.disks.is_empty() {
+        k.profile = Some("striped".into());
+    }
+    for line in d.zfs_get.lines() {
+        let mut it = line.split('\t');
+        match (it.next(), it.next()) {
+            (Some("creation"), Some(v)) => k.creation = v.trim().parse().ok(),
+            (Some("encryption"), Some(v)) => k.encrypted = Some(v.trim() != "off" && !v.trim().is_empty()),
+            _ => {}
+        }
+    }
+    k
 }
 
 /// The setup-state file on a Linux CN (joysetup, agentsetup, init and ur agree).
@@ -107,6 +202,7 @@ impl HostPaths {
             node_config: vec![root.join("etc/node.config"), root.join("opt/triton/config/node.config")],
             setup_state: root.join(SETUP_STATE_FILE.trim_start_matches('/')),
             pool_status,
+            pool_details: None,
         }
     }
 }
@@ -209,6 +305,16 @@ pub struct Sysinfo {
     pub mib_of_memory: Option<String>,
     #[serde(rename = "Zpool", skip_serializing_if = "Option::is_none", default)]
     pub zpool: Option<String>,
+    #[serde(rename = "Zpool Encrypted", skip_serializing_if = "Option::is_none", default)]
+    pub zpool_encrypted: Option<bool>,
+    #[serde(rename = "Zpool Disks", skip_serializing_if = "Option::is_none", default)]
+    pub zpool_disks: Option<String>,
+    #[serde(rename = "Zpool Profile", skip_serializing_if = "Option::is_none", default)]
+    pub zpool_profile: Option<String>,
+    #[serde(rename = "Zpool Creation", skip_serializing_if = "Option::is_none", default)]
+    pub zpool_creation: Option<u64>,
+    #[serde(rename = "Zpool Size in GiB", skip_serializing_if = "Option::is_none", default)]
+    pub zpool_size_in_gib: Option<u64>,
     #[serde(rename = "Disks", default)]
     pub disks: BTreeMap<String, Disk>,
     #[serde(rename = "Boot Parameters", default)]
@@ -559,6 +665,10 @@ pub fn collect(host: &HostPaths) -> Sysinfo {
     }
 
     let zpool = host.pool_status.as_deref().and_then(imported_pool);
+    let pk = match (&zpool, &host.pool_details) {
+        (Some(_), Some(d)) => pool_keys(d),
+        _ => PoolKeys::default(),
+    };
 
     Sysinfo {
         live_image,
@@ -586,6 +696,11 @@ pub fn collect(host: &HostPaths) -> Sysinfo {
         cpu_total_cores: (cpu.threads > 0).then_some(cpu.threads),
         mib_of_memory: mib.map(|m| m.to_string()),
         zpool,
+        zpool_encrypted: pk.encrypted,
+        zpool_disks: (!pk.disks.is_empty()).then(|| pk.disks.join(",")),
+        zpool_profile: pk.profile,
+        zpool_creation: pk.creation,
+        zpool_size_in_gib: pk.size_gib,
         disks: disks(&host.sys),
         boot_parameters: boot_parameters(&cmdline),
         network_interfaces,

@@ -10,7 +10,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::Context;
 use clap::Parser;
-use sysinfo::{HostPaths, CACHE_FILE, TRITON_POOL};
+use sysinfo::{HostPaths, PoolDetails, CACHE_FILE, TRITON_POOL};
 
 /// `triton-pool status` stdout, or `None` (with a note) when it fails: the
 /// pool keys are then left out.
@@ -29,9 +29,35 @@ fn pool_status() -> Option<String> {
     }
 }
 
+/// stdout of a command, or `None` with a note on stderr.
+fn output_of(program: &str, args: &[&str]) -> Option<String> {
+    match Command::new(program).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output() {
+        Ok(o) if o.status.success() => String::from_utf8(o.stdout).ok(),
+        Ok(o) => {
+            eprintln!("sysinfo: {program} {} failed ({}); pool details left out", args.join(" "), o.status);
+            None
+        }
+        Err(e) => {
+            eprintln!("sysinfo: cannot run {program}: {e}; pool details left out");
+            None
+        }
+    }
+}
+
+/// Size, layout, creation and encryption of the imported pool.
+fn pool_details(pool: &str) -> Option<PoolDetails> {
+    Some(PoolDetails {
+        zpool_list: output_of("/usr/sbin/zpool", &["list", "-Hpv", "-P", "-o", "name,size", pool])?,
+        zfs_get: output_of("/usr/sbin/zfs", &["get", "-Hp", "-o", "property,value", "creation,encryption", pool])?,
+    })
+}
+
 /// Collects, writes the cache (a failure is reported, not fatal) and returns the JSON.
 fn refresh(cache: &Path) -> anyhow::Result<String> {
-    let info = sysinfo::collect(&HostPaths::real(Path::new("/"), pool_status()));
+    let status = pool_status();
+    let mut paths = HostPaths::real(Path::new("/"), status.clone());
+    paths.pool_details = status.as_deref().and_then(sysinfo::imported_pool).and_then(|p| pool_details(&p));
+    let info = sysinfo::collect(&paths);
     for w in &info.warnings {
         eprintln!("sysinfo: warning: {w}");
     }

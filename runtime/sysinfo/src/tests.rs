@@ -319,3 +319,37 @@ fn bond_members_report_their_permanent_mac() {
     );
     assert!(v["Virtual Network Interfaces"].get("aggr0").is_none());
 }
+
+#[test]
+fn pool_keys_from_zpool_list_and_zfs_get() {
+    let d = PoolDetails {
+        zpool_list: "zones\t21474836480\n\tmirror-0\t-\n\t\t/dev/vda1\t-\n\t\t/dev/nvme0n1p1\t-\ncache\t-\n\t/dev/sdc1\t-\nspare\t-\n\t/dev/sdd1\t-\n"
+            .into(),
+        zfs_get: "creation\t1764000000\nencryption\toff\n".into(),
+    };
+    let k = pool_keys(&d);
+    assert_eq!(k.size_gib, Some(20));
+    assert_eq!(k.disks, vec!["vda".to_string(), "nvme0n1".to_string()]);
+    assert_eq!(k.profile.as_deref(), Some("mirror"));
+    assert_eq!(k.creation, Some(1_764_000_000));
+    assert_eq!(k.encrypted, Some(false));
+}
+
+#[test]
+fn pool_keys_striped_raidz_and_garbage() {
+    let striped = PoolDetails {
+        zpool_list: "zones\t1073741824\n\t/dev/sda1\t-\n\t/dev/disk/by-id/ata-X-part1\t-\n".into(),
+        zfs_get: String::new(),
+    };
+    let k = pool_keys(&striped);
+    assert_eq!(k.profile.as_deref(), Some("striped"));
+    assert_eq!(k.disks, vec!["sda".to_string(), "ata-X".to_string()]);
+    let raidz = PoolDetails {
+        zpool_list: "zones\t1\n\traidz2-0\t-\n\t\t/dev/sda1\n".into(),
+        zfs_get: "encryption\taes-256-gcm\n".into(),
+    };
+    let k = pool_keys(&raidz);
+    assert_eq!(k.profile.as_deref(), Some("raidz2"));
+    assert_eq!(k.encrypted, Some(true));
+    assert_eq!(pool_keys(&PoolDetails { zpool_list: "garbage".into(), zfs_get: "x".into() }), PoolKeys::default());
+}
