@@ -41,6 +41,9 @@ tests cargo test --locked -p ci --test vm_boot -- --test-threads=2
 step "QEMU node tests (networking, zones pool across boots, supervisor)"
 tests cargo test --locked -p ci --test vm_node -- --test-threads=2
 
+step "QEMU: the commands the headnode's setup scripts call, on real disks and ZFS"
+tests cargo test --locked -p ci --test vm_setup_tools
+
 step "netboot end-to-end (iPXE, booter's boot.ipxe, dev booter)"
 tests cargo test --locked -p ci --test netboot -- --test-threads=2
 
