@@ -24,6 +24,8 @@ step "unit, component and namespace tests (host)"
 # there after the image build. The ci package's tests need the built PI.
 tests cargo test --workspace --locked --exclude ci --exclude zfs-sys --exclude zfs --lib --bins --tests
 tests cargo test --locked -p ci --lib --bins
+# ur-agent against a real RabbitMQ (Debian's rabbitmq-server, started per test)
+tests cargo test --locked -p ci --test ur_agent
 
 step "build the platform image"
 cargo build --release --locked -p image
