@@ -3,6 +3,7 @@
 //! the tests read and type into.
 
 pub mod cn;
+pub mod headnode;
 pub mod http;
 pub mod inject;
 pub mod platform;
