@@ -65,6 +65,33 @@ pub fn stage2_table(root: &Path) -> Vec<Mount> {
     ]
 }
 
+/// The `/dev` symlinks programs expect and devtmpfs does not make (systemd
+/// creates them as PID 1): bash's process substitution `>(...)` opens
+/// `/dev/fd/N`, scripts read `/dev/stdin`.
+pub const DEV_LINKS: [(&str, &str); 5] = [
+    ("dev/fd", "/proc/self/fd"),
+    ("dev/stdin", "/proc/self/fd/0"),
+    ("dev/stdout", "/proc/self/fd/1"),
+    ("dev/stderr", "/proc/self/fd/2"),
+    ("dev/core", "/proc/kcore"),
+];
+
+/// Creates [`DEV_LINKS`] under `root` where nothing is there yet; returns
+/// the ones that could not be made.
+pub fn dev_links(root: &Path) -> Vec<String> {
+    let mut failed = Vec::new();
+    for (link, target) in DEV_LINKS {
+        let p = root.join(link);
+        if fs::symlink_metadata(&p).is_ok() {
+            continue;
+        }
+        if let Err(e) = std::os::unix::fs::symlink(target, &p) {
+            failed.push(format!("/{link}: {e}"));
+        }
+    }
+    failed
+}
+
 /// Whether `target` is already a mount point (per `/proc/self/mountinfo`).
 pub fn is_mounted(mountinfo: &str, target: &Path) -> bool {
     let t = target.to_string_lossy();
@@ -98,6 +125,18 @@ mod tests {
             ["/x/proc", "/x/sys", "/x/dev", "/x/run"]
         );
         assert!(stage2_table(Path::new("/")).iter().any(|m| m.fstype == "cgroup2"));
+    }
+
+    #[test]
+    fn dev_links_made_once_and_existing_ones_kept() {
+        let d = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(d.path().join("dev")).expect("dev");
+        fs::write(d.path().join("dev/core"), "x").expect("w");
+        assert!(dev_links(d.path()).is_empty());
+        assert_eq!(fs::read_link(d.path().join("dev/fd")).expect("fd"), Path::new("/proc/self/fd"));
+        assert_eq!(fs::read_link(d.path().join("dev/stderr")).expect("stderr"), Path::new("/proc/self/fd/2"));
+        assert!(fs::read_link(d.path().join("dev/core")).is_err(), "an existing file is left alone");
+        assert!(dev_links(d.path()).is_empty(), "idempotent");
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub fn run() -> anyhow::Result<std::convert::Infallible> {
     }
     let root = Path::new("/");
     mounts::apply(&mounts::stage2_table(root)).context("mounting stage-2 filesystems")?;
+    for f in mounts::dev_links(root) {
+        console::line(&format!("warning: cannot create {f}"));
+    }
     let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).context("uname")?;
     let cmdline = Cmdline::parse(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
     let node_config = NodeConfig::parse(&fs::read_to_string("/etc/node.config").unwrap_or_default());
