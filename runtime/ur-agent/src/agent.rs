@@ -662,6 +662,11 @@ async fn actions(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<AfterConfi
     }
 }
 
+/// How long a failed orderly reboot request waits before forcing: longer
+/// than init's stop timeout (SIGTERM, then SIGKILL after 10 s), so an init
+/// already shutting down finishes first.
+const REBOOT_ERROR_GRACE: Duration = Duration::from_secs(30);
+
 async fn reboot(shared: Arc<Shared>, reqid: String) {
     let cfg = &shared.cfg;
     let cmd = cfg.reboot_cmd.join(" ");
@@ -679,7 +684,17 @@ async fn reboot(shared: Arc<Shared>, reqid: String) {
                 human(cfg.force_reboot_after)
             );
         }
-        Err(e) => error!("the orderly reboot request failed: {e}; forcing the reboot now ({force})"),
+        Err(e) => {
+            // init may already be shutting down (it stops us next, and the
+            // request's connection closes under triton-ctl): give it time
+            // before forcing, so the pool is exported.
+            let grace = cfg.force_reboot_after.min(REBOOT_ERROR_GRACE);
+            error!(
+                "the orderly reboot request failed: {e}; forcing the reboot ({force}) if the node is still up in {}",
+                human(grace)
+            );
+            tokio::time::sleep(grace).await;
+        }
     }
     match host::force_reboot(cfg.force_reboot_cmd.as_deref()).await {
         Ok(()) => info!("forced reboot command done ({force})"),

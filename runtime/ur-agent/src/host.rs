@@ -128,8 +128,12 @@ pub async fn run_command(argv: &[String], limit: Duration) -> Result<(), String>
     let Some((prog, args)) = argv.split_first() else {
         return Err("the command is empty".into());
     };
+    // Its own process group: when init stops ur-agent (SIGTERM to our
+    // group) during the reboot this command asked for, the command is not
+    // killed half-way and mistaken for a failed request.
     let child = Command::new(prog)
         .args(args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
