@@ -290,6 +290,9 @@ pub struct SetupOpts {
     pub net_agent_wait: u32,
     /// Multiplies CNAPI's step timeouts (slow emulated CNs).
     pub timeout_factor: u32,
+    /// Stop the workflow (successfully) after this step, e.g.
+    /// `cnapi.execute_joysetup_script`: the tests power the CN off there.
+    pub stop_after: Option<String>,
 }
 
 impl Default for SetupOpts {
@@ -305,6 +308,7 @@ impl Default for SetupOpts {
             postsetup_script: None,
             net_agent_wait: 2,
             timeout_factor: 1,
+            stop_after: None,
         }
     }
 }
@@ -1357,6 +1361,10 @@ impl Headnode {
             BTreeMap::new(),
             secs(step_timeout::FETCH_SETUP_FILES),
         )?;
+        if o.stop_after.as_deref() == Some("cnapi.fetch_setup_files") {
+            self.shared.log(&format!("server-setup of {uuid}: stopped after cnapi.fetch_setup_files as asked"));
+            return Ok(report);
+        }
 
         let env = BTreeMap::from([("PATH".to_string(), SETUP_PATH.to_string())]);
         run(
@@ -1367,6 +1375,10 @@ impl Headnode {
             env,
             secs(step_timeout::EXECUTE_JOYSETUP_SCRIPT),
         )?;
+        if o.stop_after.as_deref() == Some("cnapi.execute_joysetup_script") {
+            self.shared.log(&format!("server-setup of {uuid}: stopped after cnapi.execute_joysetup_script as asked"));
+            return Ok(report);
+        }
 
         let env = BTreeMap::from([
             ("ASSETS_URL".to_string(), assets.clone()),
@@ -1380,6 +1392,10 @@ impl Headnode {
             env,
             secs(step_timeout::EXECUTE_AGENTSETUP_SCRIPT),
         )?;
+        if o.stop_after.as_deref() == Some("cnapi.execute_agentsetup_script") {
+            self.shared.log(&format!("server-setup of {uuid}: stopped after cnapi.execute_agentsetup_script as asked"));
+            return Ok(report);
+        }
 
         note(&mut report, "cnapi.update_nics", "not applicable: the double has no NAPI");
         note(&mut report, "cnapi.poll_tasks", "not applicable: no cn-agent tasks were started");
@@ -1593,48 +1609,55 @@ mod tests {
     #[test]
     fn joysetup_calls_the_headnode_commands() {
         for want in [
-            "PATH=/usr/bin:/usr/sbin:/sbin",
-            "PATH=$PATH:/usr/node/bin:/usr/triton/bin",
-            ". \"${CONFIG_SH:?}\"\n",
-            "SDC_CONFIG_FILENAME=${TEMP_CONFIGS}/node.config\nfi\nload_sdc_config\n",
+            "export PATH=/usr/bin:/usr/sbin:/sbin:/usr/node/bin:/usr/triton/bin\n",
+            "readonly FETCHED_DIR=/var/tmp/node.config\n",
+            "readonly FETCHED_CONFIG=$FETCHED_DIR/node.config\n",
+            ". /usr/triton/bin/config.sh\n",
+            "SDC_CONFIG_FILENAME=$FETCHED_CONFIG\nfi\nload_sdc_config\n",
+            "/usr/bin/bootparams | grep '^headnode=true'",
             "if [[ \"$(zpool list)\" == \"no pools available\" ]]; then",
-            "ntpdate -b \"${hosts[@]}\"",
-            "ntpdig -j \"${hosts[@]}\" | \\\n            json -e 'this.offset=Math.floor(Math.abs(this.offset))' offset",
-            "(( offset > 10 ))",
-            "disklayout \"${dlargs[@]}\" > \"${POOL_FILE}\"",
+            "ntpdate -b \"${servers[@]}\"",
+            "ntpdig -j \"${servers[@]}\" |\n            json -e 'this.offset=Math.floor(Math.abs(this.offset))' offset",
+            "((offset > 10))",
+            "readonly LAYOUT_JSON=/tmp/pool.json\n",
+            "disklayout \"${opts[@]}\" > \"$LAYOUT_JSON\"",
             "sysinfo | json 'MiB of Memory'",
-            "json capacity < \"${pool_json}\"",
-            "mkzpool -B -f \"${eflag[@]}\" \"${pool}\" \"${pool_json}\"",
-            "mkzpool -f \"${eflag[@]}\" \"${pool}\" \"${pool_json}\"",
-            "zfs set atime=off \"${pool}\"",
-            "touch \"/${pool}/.system_pool\"",
-            "SETUP_FILE=\"${BASEDIR}/config/triton-setup-state.json\"",
-            "SETUP_FILE=\"/usr/triton/config/triton-setup-state.json\"",
+            "json capacity < \"$LAYOUT_JSON\"",
+            "readonly POOL=zones\n",
+            "mkzpool -B -f \"${enc[@]}\" \"$POOL\" \"$LAYOUT_JSON\"",
+            "mkzpool -f \"${enc[@]}\" \"$POOL\" \"$LAYOUT_JSON\"",
+            "zfs set atime=off \"$POOL\"",
+            "touch \"/$POOL/.system_pool\"",
+            "readonly OPT_CONFIG=/opt/triton/config\n",
+            "readonly USR_CONFIG=/usr/triton/config\n",
+            "readonly STATE_NAME=triton-setup-state.json\n",
             "this.seen_states.push('$state');",
-            "zfs create -V \"${dumpsize}mb\" \\\n        -o checksum=noparity",
-            "zfs create -o quota=10g -o mountpoint=\"/${POOL}/global/cores\"",
-            "zfs set mountpoint=/opt \"${OPTDS}\"",
-            "TMPDIR=/tmp cpio -pdm \"/${VARDS}\"",
-            "zfs set mountpoint=/var \"${VARDS}\"",
+            "zfs create -V \"${dump_mib}mb\" \\\n        -o checksum=noparity",
+            "zfs create -o quota=10g -o mountpoint=\"/$POOL/global/cores\"",
+            "zfs set mountpoint=/opt \"$POOL/opt\"",
+            "TMPDIR=/tmp cpio -pdm \"/$POOL/var\"",
+            "zfs set mountpoint=/var \"$POOL/var\"",
             "systemctl restart triton-lxd.service",
-            "ln -s \"${config_dir}\" \"$usr_config\"",
-            "zfs create -V \"${volsize}g\"",
-            "zfs set refreservation=\"${swapsize}g\" \"${SWAPVOL}\"",
+            "ln -s \"$OPT_CONFIG\" \"$USR_CONFIG\"",
+            "zfs create -V \"${vol_gib}g\"",
+            "zfs set refreservation=\"${want_gib}g\" \"$POOL/swap\"",
             "imgadm list -H",
             "-e \"this.userAgentExtra = 'server/$(sysinfo | json UUID)'\"",
-            "imgadm sources -f -d \"$srv\"",
+            "imgadm sources -f -d \"$src\"",
             "imgadm sources -f -a \"http://${CONFIG_imgapi_domain:?}\"",
         ] {
             assert!(JOYSETUP_SH.contains(want), "joysetup.sh lacks {want:?}");
         }
         for want in [
-            "/usr/triton/bin/install-default-agents &> \"${logfile}\"",
+            "readonly INSTALL_LOG=/var/log/triton-agent-install.log\n",
+            "/usr/triton/bin/install-default-agents &> \"$INSTALL_LOG\"",
             "NET_AGENT_WAIT=${TRITON_AGENTSETUP_NET_AGENT_WAIT:-30}",
             "sleep \"${NET_AGENT_WAIT}\"",
-            "update_setup_state \"agents_installed\"",
+            "record_state agents_installed",
             "this.complete = true;",
             "sysinfo -u",
-            "if [[ ! -d \"${BASEDIR}/agents/bin\" ]]; then",
+            "readonly AGENTS_BIN=/opt/triton/agents/bin\n",
+            "if [[ -d $AGENTS_BIN ]]; then",
         ] {
             assert!(AGENTSETUP_SH.contains(want), "agentsetup.sh lacks {want:?}");
         }

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ci::headnode::{Headnode, HeadnodeOpts, ServerRecord, SetupOpts};
-use ci::scenario::Scenario;
+use ci::scenario::{exported, Scenario};
 use serde_json::Value;
 
 /// A sysinfo after boot (netboot + stage 2 + ur connecting, TCG).
@@ -99,6 +99,9 @@ fn set_up(s: &mut Scenario, hn: &Headnode, name: &str, uuid: &str) {
     s.mark(name);
     let report = hn.setup(uuid, &setup_opts()).unwrap_or_else(|e| s.fail(&format!("server setup failed: {e}")));
     eprintln!("setup of {name}:\n{}", report.summary());
+    let sd = s.event(name, "shutdown");
+    assert_eq!(sd["action"], "reboot", "exit 113 → an orderly reboot through init: {sd}");
+    assert!(exported(&sd), "the reboot after setup must export the pool: {sd}");
     let pool = s.event(name, "pool");
     assert_eq!(pool["outcome"], "imported", "after setup's reboot: {pool}");
     let mode = s.event(name, "mode");
@@ -207,6 +210,68 @@ fn b_broker_faults_bad_messages_and_output_limit() {
     let pool = s.event(&name, "pool");
     assert_eq!(pool["outcome"], "imported", "{pool}");
     check_set_up_cn(&mut s, &name);
+    assert_no_violations(&s, &hn);
+    s.finish();
+}
+
+/// Powers the CN off (QEMU killed: no shutdown, no pool export) and boots
+/// it again; returns its next sysinfo record.
+fn power_cycle(s: &mut Scenario, hn: &Headnode, name: &str, uuid: &str) -> ServerRecord {
+    s.b.vm_mut(name).expect("vm").kill();
+    let before = hn.server(uuid).and_then(|r| r.last_boot()).unwrap_or(0.0);
+    s.boot(name);
+    let pool = s.event(name, "pool");
+    assert!(
+        matches!(pool["outcome"].as_str(), Some("imported") | Some("absent")),
+        "after a power-off the pool is imported (or was never created): {pool}"
+    );
+    hn.wait_sysinfo_where(uuid, SYSINFO, |r| r.last_boot().is_some_and(|b| b > before))
+        .unwrap_or_else(|e| s.fail(&format!("no sysinfo after the power cycle: {e:#}")))
+}
+
+/// c. The CN is powered off in the middle of joysetup (after the pool was
+/// created), between joysetup and agentsetup (a file written to /opt in
+/// between), and after agentsetup but before the 113 reboot; each time it
+/// boots again and setup is run again. The last run finishes, the pool is
+/// the one created first and the file on /opt is still there.
+#[test]
+fn c_power_off_at_each_setup_step_then_setup_finishes() {
+    let mac = "52:54:00:99:5c:01";
+    let cns = format!("[[cn]]\nmac = \"{mac}\"\nip = \"10.99.99.122\"\n");
+    let Some((mut s, hn)) = start("setup_c_power_off", "sc", &cns) else { return };
+    let hn = std::sync::Arc::new(hn);
+    let name = s.cfg.cns[0].hostname.clone();
+    s.boot(&name);
+    let uuid = first_sysinfo(&s, &hn, mac).uuid;
+
+    // 1. Off while joysetup runs, a few seconds after the pool exists. The
+    // interrupted workflow is left waiting for a reply that never comes.
+    {
+        let (hn2, uuid2) = (hn.clone(), uuid.clone());
+        std::thread::spawn(move || hn2.setup(&uuid2, &setup_opts()));
+    }
+    s.line(&name, "joysetup creating the pool", Duration::from_secs(600), |l| l.contains("creating pool"));
+    std::thread::sleep(Duration::from_secs(6));
+    power_cycle(&mut s, &hn, &name, &uuid);
+    s.login(&name);
+    let guid = s.sh_ok(&name, "zpool list -H -o guid zones");
+
+    // 2. Off between joysetup and agentsetup, with data on /opt.
+    let o = SetupOpts { stop_after: Some("cnapi.execute_joysetup_script".into()), ..setup_opts() };
+    hn.setup(&uuid, &o).unwrap_or_else(|e| s.fail(&format!("joysetup after a power-off: {e}")));
+    s.sh_ok(&name, "mkdir -p /opt/ci && echo kept-$((40+2)) > /opt/ci/file && sync");
+    power_cycle(&mut s, &hn, &name, &uuid);
+
+    // 3. Off after agentsetup, before the 113 reboot.
+    let o = SetupOpts { stop_after: Some("cnapi.execute_agentsetup_script".into()), ..setup_opts() };
+    hn.setup(&uuid, &o).unwrap_or_else(|e| s.fail(&format!("agentsetup after a power-off: {e}")));
+    power_cycle(&mut s, &hn, &name, &uuid);
+
+    // The whole workflow once more: it finishes.
+    set_up(&mut s, &hn, &name, &uuid);
+    check_set_up_cn(&mut s, &name);
+    assert_eq!(s.sh_ok(&name, "zpool list -H -o guid zones"), guid, "the pool is the one created first");
+    assert!(s.sh_ok(&name, "cat /opt/ci/file").contains("kept-42"), "data written between the steps is kept");
     assert_no_violations(&s, &hn);
     s.finish();
 }
