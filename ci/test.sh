@@ -26,6 +26,8 @@ tests cargo test --workspace --locked --exclude ci --exclude zfs-sys --exclude z
 tests cargo test --locked -p ci --lib --bins
 # ur-agent against a real RabbitMQ (Debian's rabbitmq-server, started per test)
 tests cargo test --locked -p ci --test ur_agent
+# the headnode double (CNAPI's part) against a real broker, and our setup scripts
+tests cargo test --locked -p ci --test headnode
 
 step "build the platform image"
 cargo build --release --locked -p image
@@ -48,6 +50,9 @@ tests cargo test --locked -p ci --test vm_setup_tools
 
 step "netboot end-to-end (iPXE, booter's boot.ipxe, dev booter)"
 tests cargo test --locked -p ci --test netboot -- --test-threads=2
+
+step "server setup end-to-end (ur-agent, RabbitMQ, headnode double, 113 reboot, faults)"
+tests cargo test --locked -p ci --test server_setup -- --test-threads=3
 
 step "reproducibility (second build of HEAD with fresh Debian layers and runtime)"
 ./target/release/triton-pi repro
