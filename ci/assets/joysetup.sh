@@ -1,611 +1,648 @@
 #!/bin/bash
 #
-# joysetup.sh: first half of `sdc-server setup` on a Triton Linux compute
-# node. CNAPI's server-setup workflow fetches it from the headnode's assets
-# (<tftpboot>/extra/joysetup/joysetup.sh) into /var/tmp and runs it through ur
-# as `cd /var/tmp; ./joysetup.sh`. This copy is served by the headnode test
-# double (ci/src/headnode.rs) and written for this project; it takes the
-# same steps as the Linux paths of sdc-headnode's scripts/joysetup.sh and
-# calls the same commands the same way:
+# joysetup.sh, as the headnode test double (ci/src/headnode.rs) serves it.
 #
-#   on a node without a pool (`zpool list` says "no pools available"):
-#     check_ntp          ntpdate -b <ntp_hosts>; ntpdig -j offset <= 10 s
-#     disklayout         disklayout [-c] [-s n] [-w n] [-e excl] [layout] > /tmp/pool.json
-#     check_disk_space   disk >= 2 x RAM
-#     create_zpool       mkzpool -B -f zones (else mkzpool -f), atime=off, .system_pool
-#     setup state        triton-setup-state.json, one state per step below
-#     setup_datasets     zones/dump, config, cores(+global), opt (/opt), var (/var)
-#     install_configs    /var/tmp/node.config -> /opt/triton/config, symlinked
-#                        from /usr/triton/config
-#     create_swap        zones/swap (0.25x RAM, at least 2 GiB; volsize >= RAM)
-#     setup_imgadm       imgadm sources: only http://<imgapi_domain>
-#   on a node with a pool: print the pool and exit 0.
+# Part one of `sdc-server setup` on a Triton Linux compute node. CNAPI's
+# server-setup workflow downloads this file from the headnode's assets
+# (<tftpboot>/extra/joysetup/) into /var/tmp and has ur run
+# `cd /var/tmp; ./joysetup.sh` with an empty environment; agentsetup.sh
+# is part two.
 #
-# Two differences: when the pool exists but the setup-state file says an
-# earlier run stopped before imgadm_setup, the remaining steps run again
-# (each one skips what is already there), so a setup that failed half-way
-# can be repeated; and CONFIG_* are read from the node.config CNAPI put in
-# /var/tmp (as SmartOS's config.sh does on an unsetup CN), so the disk
-# options of `sdc-server setup` reach disklayout. Everything the headnode
-# script does only for SmartOS, headnodes, installer media or mock CNs is
-# left out.
+# Why it exists: to make our CN answer the very command lines that the
+# Linux branch of sdc-headnode's scripts/joysetup.sh runs, in the same
+# order. The wording and layout here are this project's own; the command
+# lines are not ours to change (names, flags, argument order, the json -e
+# code, file paths, the setup-state fields and state names). When upstream
+# changes a command line, change it here the same way.
 #
-# The environment comes from ur (CNAPI sends `env: {}`): PATH is set here.
+# A node without a pool (and not booted as a headnode) goes through:
+#   clock         ntpdate -b <servers> until it answers, then the offset
+#                 (ntpdig -j, or ntpdate -q) must be 10 s or less
+#   disks         disklayout [-c] [-s n] [-w n] [-e list] [layout] writes
+#                 /tmp/pool.json; the pool must hold twice the RAM
+#   pool          mkzpool -B -f zones (mkzpool -f if that fails),
+#                 atime=off, /zones/.system_pool       state zpool_created
+#   datasets      zones/dump, config, cores, cores/global, opt (on /opt),
+#                 var (a copy of /var, then on /var)   state datasets_setup
+#   pkgsrc        nothing on Linux                     state pkgsrc_tools
+#   config        /var/tmp/node.config becomes /opt/triton/config and
+#                 /usr/triton/config links to it      state configs_installed
+#   swap          zones/swap, at least as big as RAM   state swap_created
+#   filesystems   nothing on Linux                     state filesystems_setup
+#   imgadm        the DC's IMGAPI is the only source   state imgadm_setup
+# A node that already has a pool only gets its pools listed, one
+# tab-separated line each.
+#
+# Two departures from upstream are deliberate. If the setup-state file
+# shows that an earlier run created the pool but never reached
+# imgadm_setup, the steps from "pool" on run again, each skipping whatever
+# already exists, so a failed setup can simply be retried. And CONFIG_*
+# come from the node.config CNAPI has just put into /var/tmp (which holds
+# the disk options of `sdc-server setup`), not from the boot-time copy.
+# Branches upstream has for SmartOS, headnodes, installer media and mock
+# CNs have no counterpart here.
 #
 
-PATH=/usr/bin:/usr/sbin:/sbin
-export PATH
+export PATH=/usr/bin:/usr/sbin:/sbin:/usr/node/bin:/usr/triton/bin
 
-MIN_SWAP=2
-DEFAULT_SWAP=0.25x
-# Servers need twice as much disk as RAM.
-MIN_DISK_TO_RAM=2
-TEMP_CONFIGS=/var/tmp/node.config
-POOL=zones
-POOL_FILE=/tmp/pool.json
+readonly POOL=zones
+readonly LAYOUT_JSON=/tmp/pool.json
+readonly FETCHED_DIR=/var/tmp/node.config
+readonly FETCHED_CONFIG=$FETCHED_DIR/node.config
+readonly OPT_CONFIG=/opt/triton/config
+readonly USR_CONFIG=/usr/triton/config
+readonly IMGADM_CONF_DIR=$USR_CONFIG/imgadm
+readonly STATE_NAME=triton-setup-state.json
+# The pool must hold DISK_PER_RAM times the RAM. Swap is never below
+# SWAP_FLOOR_GIB GiB, and SWAP_DEFAULT unless the swap= argument or
+# node.config's swap says otherwise.
+readonly DISK_PER_RAM=2
+readonly SWAP_FLOOR_GIB=2
+readonly SWAP_DEFAULT=0.25x
 
-BASEDIR=/opt/triton
-IMGADM_DIR=/usr/triton/config/imgadm
-CONFIG_SH=/usr/triton/bin/config.sh
-PATH=$PATH:/usr/node/bin:/usr/triton/bin
-export PATH
+page_size=$(getconf PAGESIZE || true)
+: "${page_size:=4096}"
 
-PAGESIZE=$(getconf PAGESIZE)
-[[ -z "$PAGESIZE" ]] && PAGESIZE=4096
-
-# Progress lines go to the console (fd 4), everything else to ur and to a
-# log kept in /tmp (copied to /var/log/joysetup.log once /var is on the pool).
+# Our output goes to ur (which hands it to CNAPI) and to a file in /tmp
+# that ends up as /var/log/joysetup.log. Short progress notes go to the
+# console on fd 4 -- or nowhere, where there is no console to open.
+run_log=/tmp/joysetup.$$
 { exec 4>/dev/console; } 2>/dev/null || exec 4>/dev/null
-exec > >(tee "/tmp/joysetup.$$")
-exec 2>&1
+exec > >(tee "$run_log") 2>&1
 
 set -o errexit
 set -o pipefail
-export PS4='[\D{%FT%TZ}] ${BASH_SOURCE}:${LINENO}: ${FUNCNAME[0]:+${FUNCNAME[0]}(): }'
+PS4='+ \D{%Y-%m-%d %H:%M:%S} ${BASH_SOURCE##*/}:${LINENO}${FUNCNAME[0]:+ in ${FUNCNAME[0]}}: '
 set -o xtrace
 
-echo "" >&4
+# Start below whatever the console shows (a login prompt, usually).
+printf '\n' >&4
 
-# Arguments of the form key=value (only swap= is used) become arg_<key>.
-for p in "$@"; do
-    k=${p%%=*}
-    v=${p#*=}
-    if [[ $k =~ ^[A-Za-z_][A-Za-z0-9_]*$ && $p == *=* ]]; then
-        export "arg_${k}=${v}"
-    fi
-done
-
-fatal()
+note()
 {
-    echo "Error: $*" >&4
-    echo "Error: $*"
+    printf 'joysetup: %s\n' "$*" >&4
+}
+
+die()
+{
+    printf 'joysetup failed: %s\n' "$*" >&4
+    printf 'joysetup failed: %s\n' "$*"
     exit 1
 }
 
-# Boot parameters, one key=value a line (what `bootparams` prints).
-get_bootparams()
+# `./joysetup.sh swap=<size>` picks the swap size (see swap_gib); other
+# key=value words are accepted and ignored.
+swap_arg=
+for word in "$@"; do
+    case $word in
+    swap=*) swap_arg=${word#swap=} ;;
+    esac
+done
+
+# The kernel command line, one word a line.
+cmdline_words()
 {
     tr ' ' '\n' < /proc/cmdline
 }
 
-is_headnode()
+# grep reads to the end (no -q) so that a match cannot turn into a
+# SIGPIPE failure of the command on its left under pipefail.
+booted_as_headnode()
 {
-    get_bootparams | grep '^headnode=true' >/dev/null
+    /usr/bin/bootparams | grep '^headnode=true' >/dev/null
 }
 
-# CONFIG_* from node.config. Like SmartOS's config.sh on an unsetup CN,
-# read the copy CNAPI just fetched into /var/tmp: it carries the disk
-# options of `sdc-server setup` (layout, spares, ...), which the boot-time
-# /usr/triton/config/node.config lacks.
-# shellcheck disable=SC1090
-. "${CONFIG_SH:?}"
-if [[ -f ${TEMP_CONFIGS}/node.config ]]; then
-    # shellcheck disable=SC2034
-    SDC_CONFIG_FILENAME=${TEMP_CONFIGS}/node.config
+booted_standalone()
+{
+    cmdline_words | grep '^standalone=true' >/dev/null
+}
+
+# config.sh provides load_sdc_config, which sets CONFIG_<key> from
+# node.config. Before setup, the complete node.config is the one CNAPI has
+# just fetched into /var/tmp: the copy under /usr/triton/config is the one
+# the node booted with and lacks the disk options of `sdc-server setup`.
+# shellcheck source=/dev/null
+. /usr/triton/bin/config.sh
+if [[ -f $FETCHED_CONFIG ]]; then
+    # shellcheck disable=SC2034 # read by load_sdc_config
+    SDC_CONFIG_FILENAME=$FETCHED_CONFIG
 fi
 load_sdc_config
 
-ENCRYPTION=
-[[ "${CONFIG_encryption_enabled:-}" == "true" ]] && ENCRYPTION=1
+encrypt=
+if [[ ${CONFIG_encryption_enabled:-} == true ]]; then
+    encrypt=yes
+fi
 
-# Rounds a floating point expression up to an integer (awk's %.f rounds to
-# nearest; adding just under one half makes it round up).
-ceil()
+# Prints the awk expression $1 rounded up to a whole number. (awk's %.f
+# rounds to the nearest; adding a hair under one half makes that "up".)
+round_up()
 {
-    awk "BEGIN{printf(\"%.f\n\", $1 + 0.4999999)}"
+    awk "BEGIN { printf(\"%.f\\n\", ($1) + 0.4999999) }"
 }
 
-ram_mib()
+memory_mib()
 {
     sysinfo | json 'MiB of Memory'
 }
 
-check_ntp()
-{
-    local servers='' output retval offset
-    local waited=0 wait_max=600 wait_step=10
-    local -a hosts
+# --- clock ----------------------------------------------------------------
 
-    # This function catches its own errors.
+sync_clock()
+{
+    local list='' out offset waited=0
+    local -a servers via
+
+    # This step checks every result itself.
     set +o pipefail
 
-    if [[ -f ${TEMP_CONFIGS}/node.config ]]; then
-        servers=$(grep "^ntp_hosts=" < "${TEMP_CONFIGS}/node.config" \
-            | cut -d'=' -f2- | tr ',' ' ')
-        servers=${servers//\'/}
-        servers=${servers//\"/}
+    if [[ -f $FETCHED_CONFIG ]]; then
+        list=$(grep '^ntp_hosts=' < "$FETCHED_CONFIG" | cut -d= -f2- | tr , ' ')
+        list=${list//[\"\']/}
     fi
-    if [[ -z ${servers} ]]; then
-        # No ntp_hosts configured: ask DNS for the public pool.
-        local -a force_dns=()
+    if [[ -z $list ]]; then
+        # No ntp_hosts: use the public pool, resolved through Google's DNS
+        # when this node has no resolver configured.
+        via=()
         if [[ $(wc -l < /etc/resolv.conf) -eq 0 ]]; then
-            force_dns=("@8.8.8.8")
+            via=(@8.8.8.8)
         fi
-        servers=$(dig "${force_dns[@]}" pool.ntp.org +short | grep "^[0-9]" | xargs)
+        list=$(dig "${via[@]}" pool.ntp.org +short | grep '^[0-9]' | xargs)
     fi
-    if [[ -z ${servers} ]]; then
-        fatal "Cannot find any servers to sync with using NTP."
+    if [[ -z $list ]]; then
+        die "no NTP server to set the clock from: node.config has no" \
+            "ntp_hosts and pool.ntp.org does not resolve; set ntp_hosts" \
+            "in the headnode's config and run the setup again"
     fi
-    read -r -a hosts <<< "${servers}"
+    read -r -a servers <<< "$list"
 
-    # Wait (up to 10 minutes) for the headnode's NTP to answer.
+    # The headnode's NTP may still be starting: try every 10 s, for up to
+    # 10 minutes, until ntpdate steps the clock and says so.
     set +o errexit
-    while true; do
-        output=$(ntpdate -b "${hosts[@]}" 2>&1)
-        retval=$?
-        if (( retval == 0 )) && [[ -n ${output} ]]; then
-            break
-        fi
-        # Run again with debugging output, for the log.
-        ntpdate -d "${hosts[@]}"
-        sleep "${wait_step}"
-        waited=$((waited + wait_step))
-        if (( waited > wait_max )); then
-            fatal "Unable to set system clock: '${output}'"
+    until out=$(ntpdate -b "${servers[@]}" 2>&1) && [[ -n $out ]]; do
+        # The same again with debugging output, for the log.
+        ntpdate -d "${servers[@]}"
+        sleep 10
+        waited=$((waited + 10))
+        if ((waited > 600)); then
+            die "ntpdate could not set the clock from ${servers[*]} in" \
+                "10 minutes (last output: ${out:-none}); check that these" \
+                "hosts serve NTP to this node's admin network"
         fi
     done
     set -o errexit
 
-    # The offset, in whole seconds, must now be small.
+    # What is left of the offset, in whole seconds, sign dropped.
     if [[ -e /usr/bin/ntpdig ]]; then
-        offset=$(ntpdig -j "${hosts[@]}" | \
+        offset=$(ntpdig -j "${servers[@]}" |
             json -e 'this.offset=Math.floor(Math.abs(this.offset))' offset)
     else
-        offset=$(ntpdate -q "${hosts[@]}" | grep "offset .* sec" | \
+        offset=$(ntpdate -q "${servers[@]}" | grep "offset .* sec" |
             sed -e "s/^.*offset //" | cut -d' ' -f1 | tr -d '-' | cut -d'.' -f1)
     fi
-    if [[ -z ${offset} ]]; then
-        fatal "Unable to set system clock, fix NTP settings and try again."
-    elif (( offset > 10 )); then
-        fatal "System clock is off by ${offset} seconds, fix NTP settings" \
-            "and try again."
+    if [[ -z $offset ]]; then
+        die "got no clock offset from ${servers[*]}; check the NTP" \
+            "servers (ntp_hosts in node.config) and run the setup again"
     fi
-    echo "Clock OK"
+    if ((offset > 10)); then
+        die "the clock is still ${offset} s off ${servers[*]} (10 s" \
+            "allowed); fix the time on the NTP servers and run the setup" \
+            "again"
+    fi
+    echo "clock within ${offset} s of ${servers[*]}"
 
     set -o pipefail
 }
 
-run_disklayout()
+# --- disks and pool -------------------------------------------------------
+
+lay_out_disks()
 {
-    local -a dlargs=()
+    local -a opts=()
 
-    # The old option names have no disk_ prefix (except disk_exclude).
-    [[ "${CONFIG_cache:-}" == "false" ]] && dlargs+=("-c")
-    [[ -n "${CONFIG_spares:-}" ]] && dlargs+=("-s" "${CONFIG_spares}")
-    [[ -n "${CONFIG_width:-}" ]] && dlargs+=("-w" "${CONFIG_width}")
-    [[ -n "${CONFIG_disk_exclude:-}" ]] && dlargs+=("-e" "${CONFIG_disk_exclude}")
-    [[ -n "${CONFIG_layout:-}" ]] && dlargs+=("${CONFIG_layout}")
+    # The disk options `sdc-server setup` adds to node.config. All but
+    # disk_exclude still have their old names, without "disk_".
+    if [[ ${CONFIG_cache:-} == false ]]; then
+        opts+=(-c)
+    fi
+    if [[ -n ${CONFIG_spares:-} ]]; then
+        opts+=(-s "$CONFIG_spares")
+    fi
+    if [[ -n ${CONFIG_width:-} ]]; then
+        opts+=(-w "$CONFIG_width")
+    fi
+    if [[ -n ${CONFIG_disk_exclude:-} ]]; then
+        opts+=(-e "$CONFIG_disk_exclude")
+    fi
+    if [[ -n ${CONFIG_layout:-} ]]; then
+        opts+=("$CONFIG_layout")
+    fi
 
-    if ! disklayout "${dlargs[@]}" > "${POOL_FILE}"; then
-        fatal "disk layout failed"
+    disklayout "${opts[@]}" > "$LAYOUT_JSON" ||
+        die "disklayout found no pool layout for these disks (its" \
+            "message is above); check the disks, or the layout, spares," \
+            "width and exclude options given to sdc-server setup"
+}
+
+check_room()
+{
+    local ram_mib pool_bytes pool_mib need_mib
+
+    ram_mib=$(memory_mib)
+    pool_bytes=$(json capacity < "$LAYOUT_JSON")
+    pool_mib=$((pool_bytes / 1024 / 1024))
+    need_mib=$((ram_mib * DISK_PER_RAM))
+    if ((pool_mib < need_mib)); then
+        die "the pool would hold $((pool_mib / 1024)) GiB, but with" \
+            "$((ram_mib / 1024)) GiB of RAM this node needs at least" \
+            "$((need_mib / 1024)) GiB; add disks or choose a layout with" \
+            "more capacity"
     fi
 }
 
-check_disk_space()
+make_pool()
 {
-    local pool_json=$1
-    local ram space disk min
+    local -a enc=()
 
-    ram=$(ram_mib)
-    space=$(json capacity < "${pool_json}")
-    disk=$(( space / 1024 / 1024 ))
-    min=$(( ram * MIN_DISK_TO_RAM ))
-    if (( disk < min )); then
-        fatal "$(printf 'Cannot setup: system has %dG memory but %dG disk (>= %dG expected)' \
-            $(( ram / 1024 )) $(( disk / 1024 )) $(( min / 1024 )))"
+    if [[ -n $encrypt ]]; then
+        enc=(-e)
     fi
-}
 
-create_zpool()
-{
-    local pool=$1 pool_json=$2
-    local -a eflag=()
-
-    [[ -n "$ENCRYPTION" ]] && eflag=("-e")
-
-    if ! zpool list -H -o name "${pool}"; then
-        printf "%-56s" "creating pool: ${pool}" >&4
-        # With an EFI system partition first (-B), then without.
-        if mkzpool -B -f "${eflag[@]}" "${pool}" "${pool_json}"; then
-            printf "\n%-56s          (as potentially bootable)" "" >&4
-        elif ! mkzpool -f "${eflag[@]}" "${pool}" "${pool_json}"; then
-            printf "%6s\n" "failed" >&4
-            fatal "failed to create pool"
+    if ! zpool list -H -o name "$POOL"; then
+        note "creating pool $POOL"
+        # First with an EFI system partition (-B), so that the pool could
+        # boot the node; -f in case the disks carry an old pool's labels.
+        if mkzpool -B -f "${enc[@]}" "$POOL" "$LAYOUT_JSON"; then
+            note "pool $POOL has an EFI system partition"
+        elif ! mkzpool -f "${enc[@]}" "$POOL" "$LAYOUT_JSON"; then
+            die "mkzpool could not create pool $POOL from $LAYOUT_JSON" \
+                "(its message is above); clear the disks or exclude the" \
+                "faulty ones, then run the setup again"
         fi
     fi
 
-    if ! zfs set atime=off "${pool}"; then
-        printf "%6s\n" "failed" >&4
-        fatal "failed to set atime=off for pool ${pool}"
-    fi
-    printf "%4s\n" "done" >&4
+    zfs set atime=off "$POOL" ||
+        die "zfs could not turn atime off on pool $POOL"
+    note "pool $POOL is ready"
 
-    # Some software looks for the (one) system pool by this marker.
-    touch "/${pool}/.system_pool"
+    # Marks the node's single system pool for software that looks for it.
+    touch "/$POOL/.system_pool"
 }
 
-CONFDS=${POOL}/config
-COREDS=${POOL}/cores
-OPTDS=${POOL}/opt
-VARDS=${POOL}/var
-SWAPVOL=${POOL}/swap
+# --- setup state ----------------------------------------------------------
 
-# The setup-state file: on /opt once zones/opt is there, before that in
-# /usr/triton/config (install_configs moves it).
-if [[ -d ${BASEDIR}/config ]]; then
-    SETUP_FILE="${BASEDIR}/config/triton-setup-state.json"
-else
-    SETUP_FILE="/usr/triton/config/triton-setup-state.json"
+# The state file sits with the node's config: under /usr/triton/config
+# until zones/opt exists, under /opt/triton/config after (move_config
+# takes it along).
+state_file=$USR_CONFIG/$STATE_NAME
+if [[ -d $OPT_CONFIG ]]; then
+    state_file=$OPT_CONFIG/$STATE_NAME
 fi
 
-create_setup_file()
+start_state_file()
 {
-    local type=$1
-
-    if [[ ! -e "$SETUP_FILE" ]]; then
-        mkdir -p "$(dirname "$SETUP_FILE")"
-        echo "{ \"node_type\": \"$type\", " \
-            '"start_time":' \
-            "\"$(date -u "+%Y-%m-%dT%H:%M:%SZ")\", " \
-            '"current_state": "", ' \
-            '"seen_states": [], ' \
-            '"complete": false }' \
-            > "$SETUP_FILE"
-        chmod 400 "$SETUP_FILE"
-    fi
+    [[ -e $state_file ]] && return 0
+    mkdir -p "${state_file%/*}"
+    printf '{ "node_type": "%s", "start_time": "%s", %s }\n' \
+        "$1" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+        '"current_state": "", "seen_states": [], "complete": false' \
+        > "$state_file"
+    chmod 400 "$state_file"
 }
 
-update_setup_state()
+record_state()
 {
     local state=$1
 
-    chmod 600 "$SETUP_FILE"
+    chmod 600 "$state_file"
     json -e \
         "this.current_state = '$state';
          this.last_updated = new Date().toISOString();
-         this.seen_states.push('$state');" < "$SETUP_FILE" \
-        | tee "${SETUP_FILE}.new"
-    mv "${SETUP_FILE}.new" "$SETUP_FILE"
-    chmod 400 "$SETUP_FILE"
+         this.seen_states.push('$state');" < "$state_file" \
+        | tee "$state_file.new"
+    mv "$state_file.new" "$state_file"
+    chmod 400 "$state_file"
 }
 
-has_dataset()
+# --- datasets -------------------------------------------------------------
+
+dataset_exists()
 {
-    # grep reads everything (no -q): an early exit could SIGPIPE zfs.
+    # No grep -q: see booted_as_headnode.
     zfs list -H -o name | grep -x -- "$1" >/dev/null
 }
 
-# The dump zvol: half of RAM (only kernel pages are dumped, compressed).
-create_dump()
+# The crash dump zvol, half the size of RAM: dumps hold only kernel pages,
+# compressed. Dumps are encrypted by the dump code itself, so the zvol
+# opts out of ZFS encryption on an encrypted pool.
+make_dump_zvol()
 {
-    local dumpsize
-    local -a encr_opt=()
+    local dump_mib
+    local -a no_zfs_crypto=()
 
-    dumpsize=$(( $(ram_mib) / 2 ))
-    # Dumps have their own encryption; the zvol does not need ZFS's.
-    [[ -n "$ENCRYPTION" ]] && encr_opt=("-o" "encryption=off")
+    dump_mib=$(($(memory_mib) / 2))
+    if [[ -n $encrypt ]]; then
+        no_zfs_crypto=(-o encryption=off)
+    fi
 
-    zfs create -V "${dumpsize}mb" \
+    zfs create -V "${dump_mib}mb" \
         -o checksum=noparity \
-        "${encr_opt[@]}" \
-        -b "${PAGESIZE}" \
+        "${no_zfs_crypto[@]}" \
+        -b "$page_size" \
         -o logbias=throughput \
         -o sync=always \
         -o primarycache=metadata \
         -o secondarycache=none \
-        "${POOL}/dump" || \
-        fatal "failed to create the dump zvol"
+        "$POOL/dump" ||
+        die "zfs could not create the dump zvol $POOL/dump"
 }
 
-setup_datasets()
+make_datasets()
 {
-    if ! has_dataset "${POOL}/dump"; then
-        printf "%-56s" "adding volume: dump" >&4
-        create_dump
-        printf "%4s\n" "done" >&4
+    if ! dataset_exists "$POOL/dump"; then
+        note "creating $POOL/dump"
+        make_dump_zvol
     fi
 
-    if ! has_dataset "${CONFDS}"; then
-        printf "%-56s" "adding volume: config" >&4
-        zfs create "${CONFDS}" || fatal "failed to create the config dataset"
-        chmod 755 "/${CONFDS}"
-        if [[ -d /etc/zones ]]; then
-            cp -p /etc/zones/* "/${CONFDS}"
-        fi
-        # Mounted at /zones/config on Linux.
-        printf "%4s\n" "done" >&4
+    if ! dataset_exists "$POOL/config"; then
+        note "creating $POOL/config"
+        zfs create "$POOL/config" || die "zfs could not create $POOL/config"
+        chmod 755 "/$POOL/config"
+        # Stays mounted on /zones/config. Zone configs, where a node
+        # keeps any, are copied in.
+        [[ ! -d /etc/zones ]] || cp -p /etc/zones/* "/$POOL/config"
     fi
 
-    if ! has_dataset "${COREDS}"; then
-        printf "%-56s" "adding volume: cores" >&4
-        zfs create -o compression=lz4 -o mountpoint=none "${COREDS}" || \
-            fatal "failed to create the cores dataset"
-        printf "%4s\n" "done" >&4
+    if ! dataset_exists "$POOL/cores"; then
+        note "creating $POOL/cores"
+        zfs create -o compression=lz4 -o mountpoint=none "$POOL/cores" ||
+            die "zfs could not create $POOL/cores"
     fi
-    if ! has_dataset "${COREDS}/global"; then
-        zfs create -o quota=10g -o mountpoint="/${POOL}/global/cores" \
-            "${COREDS}/global" || \
-            fatal "failed to create the global zone cores dataset"
-    fi
-
-    if ! has_dataset "${OPTDS}"; then
-        printf "%-56s" "adding volume: opt" >&4
-        zfs create "${OPTDS}" || fatal "failed to create the opt dataset"
-        zfs set mountpoint=/opt "${OPTDS}"
-        printf "%4s\n" "done" >&4
+    if ! dataset_exists "$POOL/cores/global"; then
+        zfs create -o quota=10g -o mountpoint="/$POOL/global/cores" \
+            "$POOL/cores/global" ||
+            die "zfs could not create $POOL/cores/global"
     fi
 
-    if ! has_dataset "${VARDS}"; then
-        printf "%-56s" "adding volume: var" >&4
-        zfs create "${VARDS}" || fatal "failed to create the var dataset"
-        chmod 755 "/${VARDS}"
+    if ! dataset_exists "$POOL/opt"; then
+        note "creating $POOL/opt"
+        zfs create "$POOL/opt" || die "zfs could not create $POOL/opt"
+        zfs set mountpoint=/opt "$POOL/opt"
+    fi
+
+    if ! dataset_exists "$POOL/var"; then
+        note "creating $POOL/var"
+        zfs create "$POOL/var" || die "zfs could not create $POOL/var"
+        chmod 755 "/$POOL/var"
         cd /var
 
-        # What this script prints after /var moves would be lost with the
-        # old /var: keep the log from /tmp.
+        # From here on the old /var disappears under zones/var: keep the
+        # complete log by copying it over when the script exits.
         mkdir -p /var/log
-        # shellcheck disable=SC2064
-        trap "cp /tmp/joysetup.$$ /var/log/joysetup.log" EXIT
+        trap 'cp "$run_log" /var/log/joysetup.log' EXIT
 
-        # Copy the live /var onto the dataset (not lxcfs's FUSE mount).
-        if ( ! find . -not -path '*/lib/lxcfs*' -print | \
-            TMPDIR=/tmp cpio -pdm "/${VARDS}" ); then
-            fatal "failed to initialize the var directory"
+        # Everything in /var, except what lxcfs serves through FUSE.
+        if ! find . -not -path '*/lib/lxcfs*' -print |
+            TMPDIR=/tmp cpio -pdm "/$POOL/var"; then
+            die "cpio could not copy /var onto $POOL/var (its message" \
+                "is above); check the space on pool $POOL"
         fi
 
-        zfs set mountpoint=/var "${VARDS}" || \
-            fatal "failed to set the mountpoint for ${VARDS}"
-        # LXD keeps its state under /var: restart it on the new one.
+        zfs set mountpoint=/var "$POOL/var" ||
+            die "zfs could not mount $POOL/var on /var"
+        # LXD keeps its state in /var: make it use the new one.
         systemctl restart triton-lxd.service
-
-        zfs set atime=on "${VARDS}" || \
-            fatal "failed to set atime=on for ${VARDS}"
-        printf "%4s\n" "done" >&4
+        zfs set atime=on "$POOL/var" ||
+            die "zfs could not turn atime on on $POOL/var"
     fi
 }
 
-# pkgsrc-setup exists only in SmartOS's global zone.
-install_pkgsrc()
+# pkgsrc-tools only exist for SmartOS's global zone.
+skip_pkgsrc()
 {
-    if [[ "${CONFIG_install_pkgsrc:-}" == "true" ]]; then
-        echo "install_pkgsrc: pkgsrc tools are not installed on Linux"
+    if [[ ${CONFIG_install_pkgsrc:-} == true ]]; then
+        echo "install_pkgsrc=true has no effect on a Linux node"
     fi
 }
 
-# node.config (with CNAPI's disk options) into /opt/triton/config, and
-# /usr/triton/config becomes a symlink to it.
-install_configs()
+# --- config ---------------------------------------------------------------
+
+# CNAPI's node.config goes to /opt/triton/config, and /usr/triton/config
+# turns into a link to it.
+move_config()
 {
-    local config_dir="${BASEDIR}/config"
-    local usr_config=/usr/triton/config
-    local -a old
+    local -a leftovers
 
-    # Standalone machines get no config in /var/tmp.
-    if get_bootparams | grep "^standalone=true" >/dev/null; then
-        return 0
-    fi
-    if is_headnode; then
+    # Headnodes and standalone nodes get no node.config from CNAPI.
+    if booted_standalone || booted_as_headnode; then
         return 0
     fi
 
-    printf "%-56s" "Compute node, installing config files... " >&4
-    if [[ ! -d $TEMP_CONFIGS ]]; then
-        fatal "config files not present in $TEMP_CONFIGS"
+    note "installing node.config in $OPT_CONFIG"
+    if [[ ! -d $FETCHED_DIR ]]; then
+        die "$FETCHED_DIR is missing; CNAPI downloads it just before" \
+            "running this script, so start over with sdc-server setup"
     fi
 
-    # zones/opt is mounted on /opt by its mountpoint property.
-    mkdir -p "${BASEDIR}"
-    if [[ ! -d "${config_dir}" ]]; then
-        mv "$TEMP_CONFIGS" "${config_dir}"
+    # zones/opt is on /opt already (its mountpoint property).
+    mkdir -p /opt/triton
+    if [[ -d $OPT_CONFIG ]]; then
+        cp -rp "$FETCHED_DIR"/* "$OPT_CONFIG/"
     else
-        cp -rp "$TEMP_CONFIGS"/* "${config_dir}/"
+        mv "$FETCHED_DIR" "$OPT_CONFIG"
     fi
 
-    if [[ -d $usr_config && ! -L $usr_config ]]; then
-        # What was kept here before /opt existed (the boot-time node.config,
-        # the setup-state file) moves along, as the headnode script does.
-        old=("$usr_config"/*)
-        if [[ -e ${old[0]} ]]; then
-            mv "${old[@]}" "${config_dir}/"
+    # What was kept in /usr/triton/config while there was no /opt (the
+    # boot-time node.config, the setup-state file) moves along.
+    if [[ -d $USR_CONFIG && ! -L $USR_CONFIG ]]; then
+        leftovers=("$USR_CONFIG"/*)
+        if [[ -e ${leftovers[0]} ]]; then
+            mv "${leftovers[@]}" "$OPT_CONFIG/"
         fi
     fi
-    if [[ ! -L $usr_config ]]; then
-        rm -rf "$usr_config"
-        ln -s "${config_dir}" "$usr_config"
+    if [[ ! -L $USR_CONFIG ]]; then
+        rm -rf "$USR_CONFIG"
+        ln -s "$OPT_CONFIG" "$USR_CONFIG"
     fi
-    SETUP_FILE="${config_dir}/triton-setup-state.json"
-    printf "%4s\n" "done" >&4
+    state_file=$OPT_CONFIG/$STATE_NAME
 
-    # The config moved: read it again, from the default place.
-    # shellcheck disable=SC2034
+    # node.config has moved: read it again from the default place.
+    # shellcheck disable=SC2034 # read by load_sdc_config
     SDC_CONFIG_FILENAME=
     load_sdc_config
 }
 
-# Value is a multiple of RAM (x) or GiB (g), e.g. 0.25x, 2x, 8g.
-swap_in_GiB()
+# --- swap -----------------------------------------------------------------
+
+# Prints a swap size in GiB, at least SWAP_FLOOR_GIB, for a size given as
+# a multiple of RAM (0.25x, 2x) or in GiB (8g).
+swap_gib()
 {
-    local swap val unit ram_gib result
+    local spec=${1,,} count unit ram_gib gib
 
-    swap=$(echo "$1" | tr "[:upper:]" "[:lower:]")
-    ram_gib=$(ceil "$(ram_mib) / 1024.0")
-    val=${swap%?}
-    unit=${swap#"${val}"}
-
-    case ${unit} in
-        x) result=$(ceil "${val} * ${ram_gib}") ;;
-        g) result=${val} ;;
-        *)
-            echo "Unhandled swap argument: '${swap}'"
-            return 1
-            ;;
+    count=${spec%?}
+    unit=${spec: -1}
+    ram_gib=$(round_up "$(memory_mib) / 1024.0")
+    case $unit in
+    x) gib=$(round_up "$count * $ram_gib") ;;
+    g) gib=$count ;;
+    *) return 1 ;;
     esac
-    if (( result < MIN_SWAP )); then
-        echo "${MIN_SWAP}"
-    else
-        echo "${result}"
+    if ((gib < SWAP_FLOOR_GIB)); then
+        gib=$SWAP_FLOOR_GIB
+    fi
+    echo "$gib"
+}
+
+make_swap()
+{
+    local spec=${swap_arg:-${CONFIG_swap:-$SWAP_DEFAULT}}
+    local want_gib ram_gib vol_gib
+
+    want_gib=$(swap_gib "$spec") ||
+        die "cannot read the swap size '$spec' (joysetup.sh swap=... or" \
+            "node.config's swap): write <n>x for n times the RAM or <n>g" \
+            "for n GiB"
+
+    if zfs list -H -o name "$POOL/swap"; then
+        return 0
+    fi
+
+    note "creating $POOL/swap"
+    # The zvol is never smaller than RAM: locked anonymous memory counts
+    # against swap, and too little swap would cap how many VMs fit. A
+    # smaller size asked for only lowers the space the zvol reserves.
+    ram_gib=$(swap_gib 1x)
+    vol_gib=$want_gib
+    if ((ram_gib > want_gib)); then
+        vol_gib=$ram_gib
+    fi
+
+    zfs create -V "${vol_gib}g" \
+        -b "$page_size" \
+        -o logbias=throughput \
+        -o sync=always \
+        -o primarycache=metadata \
+        -o secondarycache=none \
+        "$POOL/swap"
+
+    if ((ram_gib > want_gib)); then
+        zfs set refreservation="${want_gib}g" "$POOL/swap"
     fi
 }
 
-create_swap()
+# --- the rest -------------------------------------------------------------
+
+# One line per imported pool: name, guid, size, free, health, mountpoint.
+report_pools()
 {
-    local swapsize minsize volsize
+    local p guid used avail health mnt
 
-    if [[ -n "${arg_swap:-}" ]]; then
-        swapsize=$(swap_in_GiB "${arg_swap}")
-    elif [[ -n "${CONFIG_swap:-}" ]]; then
-        swapsize=$(swap_in_GiB "${CONFIG_swap}")
-    else
-        swapsize=$(swap_in_GiB "${DEFAULT_SWAP}")
-    fi
-
-    if ! zfs list -H -o name "${SWAPVOL}"; then
-        printf "%-56s" "adding volume: swap" >&4
-        # Never smaller than RAM (locked anonymous memory is accounted
-        # against swap); a smaller configured size becomes the
-        # refreservation instead.
-        minsize=$(swap_in_GiB 1x)
-        volsize=${swapsize}
-        if (( minsize > swapsize )); then
-            volsize=${minsize}
-        fi
-
-        zfs create -V "${volsize}g" \
-            -b "${PAGESIZE}" \
-            -o logbias=throughput \
-            -o sync=always \
-            -o primarycache=metadata \
-            -o secondarycache=none \
-            "${SWAPVOL}"
-
-        if (( minsize > swapsize )); then
-            zfs set refreservation="${swapsize}g" "${SWAPVOL}"
-        fi
-        printf "%4s\n" "done" >&4
-    fi
-}
-
-# One line per imported pool: name, guid, size, available, health, mountpoint.
-output_zpool_info()
-{
-    local pool guid used available health mountpoint
-
-    for pool in $(zpool list -H -o name); do
-        guid=$(zpool list -H -o guid "${pool}")
-        used=$(zfs get -Hp -o value used "${pool}")
-        available=$(zfs get -Hp -o value available "${pool}")
-        health=$(zpool get health "${pool}" | grep -v NAME | awk '{print $3}')
-        mountpoint=$(zfs get -Hp -o value mountpoint "${pool}")
-        printf "%s\t%s\t%s\t%s\t%s\t%s\n" "${pool}" "${guid}" \
-            "$(( used + available ))" "${available}" "${health}" "${mountpoint}"
+    for p in $(zpool list -H -o name); do
+        guid=$(zpool list -H -o guid "$p")
+        used=$(zfs get -Hp -o value used "$p")
+        avail=$(zfs get -Hp -o value available "$p")
+        health=$(zpool get health "$p" | grep -v NAME | awk '{print $3}')
+        mnt=$(zfs get -Hp -o value mountpoint "$p")
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' \
+            "$p" "$guid" "$((used + avail))" "$avail" "$health" "$mnt"
     done
 }
 
-setup_filesystems()
+# SmartOS restarts its filesystem services here; Linux has none to restart.
+skip_filesystems()
 {
-    echo "Not setting up filesystems on Linux."
+    echo "filesystems: nothing to restart on Linux"
 }
 
-setup_imgadm()
+point_imgadm_at_dc()
 {
-    local conf="${IMGADM_DIR}/imgadm.conf"
-    local srv
+    local conf=$IMGADM_CONF_DIR/imgadm.conf src
 
-    if [[ ! -f "${conf}" ]]; then
-        mkdir -p "${IMGADM_DIR}"
-        # Writes the default config.
+    if [[ -z ${CONFIG_imgapi_domain:-} ]]; then
+        die "node.config has no imgapi_domain, so imgadm cannot be" \
+            "pointed at this datacenter's IMGAPI; add it on the headnode"
+    fi
+
+    if [[ ! -f $conf ]]; then
+        mkdir -p "$IMGADM_CONF_DIR"
+        # Any imgadm command writes the default config first.
         imgadm list -H >/dev/null
     fi
-    json -f "${conf}" \
+    json -f "$conf" \
         -e "this.userAgentExtra = 'server/$(sysinfo | json UUID)'" \
-        > "${conf}.new"
-    mv "${conf}.new" "${conf}"
+        > "$conf.new"
+    mv "$conf.new" "$conf"
 
-    # Only this datacenter's IMGAPI: drop whatever sources are there.
-    for srv in $(imgadm sources); do
-        imgadm sources -f -d "$srv"
+    # A node fresh from setup pulls images from its own DC only; whatever
+    # sources the default config lists go.
+    for src in $(imgadm sources); do
+        imgadm sources -f -d "$src"
     done
     imgadm sources -f -a "http://${CONFIG_imgapi_domain:?}"
 }
 
-# An earlier run created the pool but stopped before its last step.
-interrupted_setup()
+# True if the pool exists and the state file shows a run that stopped after
+# creating it and before the last step.
+left_unfinished()
 {
-    local f state complete
+    local f
 
-    zpool list -H -o name "${POOL}" >/dev/null 2>&1 || return 1
-    for f in "${BASEDIR}/config/triton-setup-state.json" \
-        /usr/triton/config/triton-setup-state.json; do
-        if [[ -f $f ]]; then
-            complete=$(json -f "$f" complete)
-            state=$(json -f "$f" current_state)
-            [[ $complete != "true" && $state != "imgadm_setup" ]]
-            return
-        fi
+    zpool list -H -o name "$POOL" >/dev/null 2>&1 || return 1
+    for f in "$OPT_CONFIG/$STATE_NAME" "$USR_CONFIG/$STATE_NAME"; do
+        [[ -f $f ]] || continue
+        [[ $(json -f "$f" complete) != true &&
+            $(json -f "$f" current_state) != imgadm_setup ]]
+        return
     done
     return 1
 }
 
+# --- main -----------------------------------------------------------------
+
+resuming=
 if [[ "$(zpool list)" == "no pools available" ]]; then
-    if is_headnode; then
-        fatal "joysetup.sh sets up Linux compute nodes only"
+    if booted_as_headnode; then
+        die "this joysetup.sh only sets up compute nodes, and this node" \
+            "booted as a headnode (headnode=true)"
     fi
-    check_ntp
-    run_disklayout
-    check_disk_space "${POOL_FILE}"
-    resuming=
-elif interrupted_setup; then
-    echo "Resuming an interrupted setup"
+    sync_clock
+    lay_out_disks
+    check_room
+elif left_unfinished; then
+    note "an earlier setup stopped half-way: carrying on from there"
+    echo "carrying on with the setup recorded in $state_file"
     resuming=yes
 else
-    output_zpool_info
+    report_pools
     exit 0
 fi
 
-create_zpool "${POOL}" "${POOL_FILE}"
-create_setup_file computenode
+make_pool
+start_state_file computenode
 if [[ -z $resuming ]]; then
-    update_setup_state "zpool_created"
+    record_state zpool_created
 fi
 
-setup_datasets
-update_setup_state "datasets_setup"
+make_datasets
+record_state datasets_setup
 
-install_pkgsrc
-update_setup_state "pkgsrc_tools"
+skip_pkgsrc
+record_state pkgsrc_tools
 
-install_configs
-update_setup_state "configs_installed"
+move_config
+record_state configs_installed
 
-create_swap
-update_setup_state "swap_created"
+make_swap
+record_state swap_created
 
-output_zpool_info
+report_pools
 
-setup_filesystems
-update_setup_state "filesystems_setup"
+skip_filesystems
+record_state filesystems_setup
 
-setup_imgadm
-update_setup_state "imgadm_setup"
+point_imgadm_at_dc
+record_state imgadm_setup
 
+note "done"
 exit 0

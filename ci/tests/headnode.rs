@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ci::headnode::sntp::{self, Sntp};
@@ -732,33 +732,71 @@ esac
     ),
     ("usr/bin/systemctl", "if [[ -e /stub/fail-systemctl ]]; then rm /stub/fail-systemctl; exit 1; fi\n"),
     ("usr/triton/bin/install-default-agents", "echo installing agents\n"),
+    ("usr/bin/bootparams", "tr ' ' '\\n' < /proc/cmdline\n"),
 ];
 
-/// A `json` (trentm's node-json) good enough for the scripts' calls:
-/// `-f file`, `-e code` run with `this` bound to the object, lookups.
-const JSON_STUB: &str = r#"#!/usr/bin/node
-const fs = require('fs');
-const a = process.argv.slice(2);
-let file = null; const exprs = []; const lookups = [];
-for (let i = 0; i < a.length; i++) {
-    if (a[i] === '-f') file = a[++i]; else if (a[i] === '-e') exprs.push(a[++i]); else lookups.push(a[i]);
+/// The `json` of runtime/compat, the one the CN runs (built once per test
+/// process). As in tests/ur_agent.rs, a test of another package has no
+/// `CARGO_BIN_EXE_json`, so this runs `cargo build -p compat --bin json`
+/// into the test binary's own target directory and profile; `$JSON_BIN`
+/// names a prebuilt binary instead.
+fn json_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("JSON_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("test executable path");
+        // <target>/<profile>/deps/headnode-<hash>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("profile directory").to_path_buf();
+        let target_dir = profile_dir.parent().expect("target directory");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "--locked", "-p", "compat", "--bin", "json"])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(workspace);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo build -p compat");
+        assert!(st.success(), "cargo build -p compat --bin json failed ({st})");
+        let bin = profile_dir.join("json");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
 }
-fs.appendFileSync('/stub/calls.log', 'json ' + a.join(' ').replace(/\s*\n\s*/g, ' ') + '\n');
-const obj = JSON.parse(fs.readFileSync(file || 0, 'utf8'));
-for (const e of exprs) (new Function(e)).call(obj);
-if (lookups.length) {
-    for (const k of lookups) { const v = obj[k]; if (v !== undefined) console.log(typeof v === 'string' ? v : JSON.stringify(v)); }
-} else {
-    console.log(JSON.stringify(obj, null, 2));
+
+/// The sandbox's root has the host's /usr (through the overlay) and the
+/// host's /lib* symlinks into it, nothing more of the host: every library a
+/// dynamically linked `json` needs must therefore resolve to a file under
+/// /usr (true on merged-/usr hosts such as Debian 12+).
+fn assert_libs_under_usr(bin: &Path) {
+    let Ok(out) = std::process::Command::new("ldd").arg(bin).output() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    for lib in text.split_whitespace().filter(|w| w.starts_with('/')) {
+        let real = std::fs::canonicalize(lib).unwrap_or_else(|e| panic!("{lib} (ldd {}): {e}", bin.display()));
+        assert!(
+            real.starts_with("/usr"),
+            "{} needs {lib} ({}), which is outside /usr and so missing in the sandbox:\n{text}",
+            bin.display(),
+            real.display()
+        );
+    }
 }
-"#;
 
 /// The sandbox: a new root made of the host's /usr under an overlay (the
-/// stubs are written into its upper layer), /etc read-only, /proc, a few
-/// /dev nodes and a file as /dev/console; everything else in `work`. Runs
-/// joysetup (made to fail in setup_datasets), joysetup again (resumes),
-/// agentsetup, and joysetup a third time (the pool is there: no-op), in a
-/// private mount namespace, as ur would (`cd /var/tmp`, empty environment).
+/// stubs and the real `json` are written into its upper layer), /etc
+/// read-only, /proc, a few /dev nodes and a file as /dev/console; everything
+/// else in `work`. Runs joysetup (made to fail in setup_datasets), joysetup
+/// again (resumes), agentsetup, and joysetup a third time (the pool is
+/// there: no-op), in a private mount namespace, as ur would (`cd /var/tmp`,
+/// empty environment). /usr/bin/json is the real binary; so that its calls
+/// are logged like the stubs' (with whitespace runs squeezed), the scripts'
+/// environment carries a bash function `json` that runs `command json` and
+/// then logs the call -- after it, so that in `producer | json` the
+/// producer's line (written when it starts) always comes first.
 const DRIVER: &str = r#"set -o errexit -o pipefail
 W=$1
 R=$W/root
@@ -774,11 +812,17 @@ for d in null zero random urandom; do touch "$R/dev/$d"; mount --bind "/dev/$d" 
 : > "$R/dev/console"
 ln -s /proc/self/fd "$R/dev/fd"
 cp -a "$W"/stage/. "$R"/
+if ! out=$(echo '{"a": 1}' | chroot "$R" /usr/bin/json a 2>&1) || [[ $out != 1 ]]; then
+    echo "/usr/bin/json does not work in the sandbox: $out" >&2
+    exit 1
+fi
 touch "$R/stub/fail-systemctl"
+json_logger='() { local rc=0; command json "$@" || rc=$?; (set -f; echo json $*) >> /stub/calls.log; return $rc; }'
 run() {
     local name=$1; shift
     set +o errexit
-    chroot "$R" /usr/bin/env -i "$@" /bin/bash -c "cd /var/tmp && ./$name.sh" > "$W/$name.$n.out" 2>&1
+    chroot "$R" /usr/bin/env -i "BASH_FUNC_json%%=$json_logger" "$@" /bin/bash -c "cd /var/tmp && ./$name.sh" \
+        > "$W/$name.$n.out" 2>&1
     echo $? > "$W/$name.$n.rc"
     cp "$R/dev/console" "$W/console.$n"
     set -o errexit
@@ -797,13 +841,13 @@ fn scripts_run_against_stub_commands() {
     let have = |p: &str| {
         std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
     };
-    let missing: Vec<&str> = ["unshare", "chroot", "node", "cpio"].into_iter().filter(|t| !have(t)).collect();
-    if !nix::unistd::geteuid().is_root() || !missing.is_empty() || !Path::new("/usr/bin/node").is_file() {
-        say(&format!(
-            "\nSKIPPED headnode: scripts_run_against_stub_commands needs root, /usr/bin/node and {missing:?}"
-        ));
+    let missing: Vec<&str> = ["unshare", "chroot", "cpio"].into_iter().filter(|t| !have(t)).collect();
+    if !nix::unistd::geteuid().is_root() || !missing.is_empty() {
+        say(&format!("\nSKIPPED headnode: scripts_run_against_stub_commands needs root and {missing:?}"));
         return;
     }
+    let json = json_bin();
+    assert_libs_under_usr(json);
     let dir = tempfile::Builder::new().prefix("hn-scripts-").tempdir_in("/var/tmp").expect("tempdir");
     let w = dir.path();
     let stage = w.join("stage");
@@ -817,7 +861,11 @@ fn scripts_run_against_stub_commands() {
     for (path, body) in STUBS {
         write(path, &format!("{STUB_HEAD}{body}"), 0o755);
     }
-    write("usr/bin/json", JSON_STUB, 0o755);
+    let json_exe = std::fs::read(json).unwrap_or_else(|e| panic!("{}: {e}", json.display()));
+    let json_path = stage.join("usr/bin/json");
+    std::fs::create_dir_all(json_path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&json_path, json_exe).expect("write json");
+    std::fs::set_permissions(&json_path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let config_sh = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs-overlay/usr/triton/bin/config.sh");
     let config_sh = std::fs::read_to_string(&config_sh).unwrap_or_else(|e| panic!("{}: {e}", config_sh.display()));
     write("usr/triton/bin/config.sh", &config_sh, 0o644);
@@ -855,7 +903,7 @@ fn scripts_run_against_stub_commands() {
     assert_eq!(rc("joysetup.1"), "1", "the first joysetup fails at systemctl\n{}", outputs());
     assert!(read(&w.join("joysetup.1.out")).contains("systemctl restart triton-lxd.service"), "{}", outputs());
     assert_eq!([rc("joysetup.2"), rc("agentsetup.3"), rc("joysetup.4")], ["0", "0", "0"], "{}", outputs());
-    assert!(read(&w.join("joysetup.2.out")).contains("Resuming an interrupted setup"), "{}", outputs());
+    assert!(read(&w.join("joysetup.2.out")).contains("carrying on with the setup recorded in"), "{}", outputs());
 
     let calls = read(&r.join("stub/calls.log"));
     let runs: Vec<&str> = calls.split("=== ").collect();
@@ -863,6 +911,7 @@ fn scripts_run_against_stub_commands() {
     let mut at = 0;
     for want in [
         "zpool list\n",
+        "bootparams \n",
         "ntpdate -b 10.99.99.9\n",
         "ntpdig -j 10.99.99.9\n",
         "json -e this.offset=Math.floor(Math.abs(this.offset)) offset\n",
@@ -961,6 +1010,6 @@ fn scripts_run_against_stub_commands() {
     assert!(r.join("zones/var/tmp").is_dir(), "the live /var was copied onto zones/var");
     assert!(r.join("var/log/joysetup.log").is_file());
     assert!(r.join("var/log/agent-setup.log").is_file());
-    assert!(read(&w.join("console.1")).contains("creating pool: zones"), "{}", read(&w.join("console.1")));
-    assert!(read(&w.join("console.2")).contains("adding volume: swap"), "{}", read(&w.join("console.2")));
+    assert!(read(&w.join("console.1")).contains("joysetup: creating pool zones\n"), "{}", read(&w.join("console.1")));
+    assert!(read(&w.join("console.2")).contains("joysetup: creating zones/swap\n"), "{}", read(&w.join("console.2")));
 }
