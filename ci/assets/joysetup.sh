@@ -595,7 +595,11 @@ left_unfinished()
             $(json -f "$f" current_state) != imgadm_setup ]]
         return
     done
-    return 1
+    # A pool without any state file: the file lives on tmpfs
+    # (/usr/triton/config) until the config moves onto the pool, so a
+    # power-off in between loses it. A finished setup always leaves it on
+    # /opt, so this pool's setup is unfinished.
+    return 0
 }
 
 # --- main -----------------------------------------------------------------

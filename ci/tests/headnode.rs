@@ -217,7 +217,11 @@ async fn handle(ch: &Channel, st: &Arc<FakeState>, key: &str, body: Value) {
                 if code == 0 {
                     (0, "zones\t1\t8589934592\t8000000000\tONLINE\t/zones\n".to_string(), String::new())
                 } else {
-                    (code, "creating pool...\n".to_string(), "+ disklayout\nError: disk layout failed\n".to_string())
+                    (
+                        code,
+                        "+ disklayout\n".to_string(),
+                        "joysetup failed: disklayout found no pool layout\n".to_string(),
+                    )
                 }
             } else if script.contains("NO-ANSWER") {
                 return;
@@ -381,7 +385,7 @@ fn setup_through_a_real_broker() {
     let err = hn.setup(UUID, &opts).expect_err("joysetup fails");
     assert_eq!(err.step, "cnapi.execute_joysetup_script", "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("exit status 1") && msg.contains("Error: disk layout failed"), "{msg}");
+    assert!(msg.contains("exit status 1") && msg.contains("joysetup failed: disklayout found no pool layout"), "{msg}");
     assert_eq!(
         err.report.names(),
         ["cnapi.mark_as_setting_up", "cnapi.fetch_setup_files", "cnapi.execute_joysetup_script"]
