@@ -56,7 +56,7 @@ fn setup_commands_on_real_disks() {
     let (out, rc) = vm.sh("mkzpool -B -f zones /tmp/pool.json", CMD).expect("sh");
     assert_ne!(rc, 0, "-B must be refused: {out:?}");
     assert!(out.join("\n").contains("without -B"), "{out:?}");
-    sh(&mut vm, "mkzpool -f zones /tmp/pool.json && zfs set atime=off zones && touch /zones/.system_pool");
+    sh(&mut vm, "mkzpool -f zones /tmp/pool.json && test -f /zones/.system_pool && zfs set atime=off zones");
     let health = sh(&mut vm, "zpool list -H -o health,altroot zones; findmnt -rno TARGET /zones");
     assert!(health.contains("ONLINE") && health.contains("/zones"), "{health}");
     // The dump zvol exactly as joysetup creates it (illumos checksum value).

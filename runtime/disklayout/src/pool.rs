@@ -285,6 +285,12 @@ pub enum MkzpoolError {
         "cannot run {command}: {source} (is zfsutils-linux installed? MKZPOOL_ZPOOL/MKZPOOL_ZFS override the paths)"
     )]
     Spawn { command: CommandLine, source: io::Error },
+    #[error("cannot write the system pool marker {path}: {source} (the pool was created; touch it by hand)")]
+    Marker {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("`{command}` failed ({status}): {stderr}")]
     Failed { command: CommandLine, status: String, stderr: String },
 }
@@ -325,8 +331,18 @@ pub fn create(req: &Request, env: &Env, runner: &dyn Runner) -> Result<Created, 
         run_ok(runner, &mount)?;
         done.push(mount);
     }
+    // The system pool marker Triton's tools look for (one system pool).
+    let where_ = CommandLine(env.zfs.clone(), args(&["get", "-H", "-o", "value", "mountpoint"]));
+    let mountpoint = run_ok(runner, &where_)?.stdout.trim().to_owned();
+    done.push(where_);
+    let dir = if mountpoint.starts_with('/') { mountpoint } else { format!("/{}", req.pool) };
+    let marker = env.root.join(dir.trim_start_matches('/')).join(SYSTEM_POOL_MARKER);
+    std::fs::write(&marker, b"").map_err(|source| MkzpoolError::Marker { path: marker.clone(), source })?;
     Ok(Created { commands: done })
 }
+
+/// Marks the system pool (created in its root dataset's mountpoint).
+pub const SYSTEM_POOL_MARKER: &str = ".system_pool";
 
 fn run_ok(runner: &dyn Runner, cmd: &CommandLine) -> Result<CmdOutput, MkzpoolError> {
     let out = runner.run(&cmd.0, &cmd.1).map_err(|source| MkzpoolError::Spawn { command: cmd.clone(), source })?;
@@ -487,11 +503,21 @@ mod tests {
             CmdOutput { code: Some(0), ..CmdOutput::default() },
             CmdOutput { code: Some(0), stdout: "no\n".into(), ..CmdOutput::default() },
         ]);
+        fs::create_dir_all(s.dir.path().join("zones")).unwrap();
         let created = create(&s.req, &s.env, &fake).unwrap();
-        assert_eq!(created.commands.len(), 3);
+        assert_eq!(created.commands.len(), 4);
         let log = fake.log.borrow();
         assert!(log[0].starts_with("/usr/sbin/zpool create -f -O xattr=sa -O acltype=posix zones mirror /dev/sda"));
-        assert_eq!(log[1..], ["/usr/sbin/zfs get -H -o value mounted zones", "/usr/sbin/zfs mount zones"]);
+        assert_eq!(
+            log[1..],
+            [
+                "/usr/sbin/zfs get -H -o value mounted zones",
+                "/usr/sbin/zfs mount zones",
+                "/usr/sbin/zfs get -H -o value mountpoint zones"
+            ]
+        );
+        assert!(s.dir.path().join("zones/.system_pool").is_file(), "the system pool marker");
+        drop(log);
 
         let fake = Fake::default();
         fake.answers.borrow_mut().extend([
@@ -499,7 +525,7 @@ mod tests {
             CmdOutput { code: Some(0), stdout: "yes\n".into(), ..CmdOutput::default() },
         ]);
         create(&s.req, &s.env, &fake).unwrap();
-        assert_eq!(fake.log.borrow().len(), 2);
+        assert_eq!(fake.log.borrow().len(), 3);
         drop(s.dir);
     }
 
