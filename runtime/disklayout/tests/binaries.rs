@@ -77,8 +77,10 @@ fn disklayout_then_mkzpool() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("retry without -B"));
     assert!(!log.exists());
 
+    fs::create_dir_all(root.join("zones")).expect("pool mountpoint");
     let out = mkzpool(&["-f"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(root.join("zones/.system_pool").is_file(), "the system pool marker");
     let ran = fs::read_to_string(&log).expect("log");
     assert_eq!(
         ran.lines().collect::<Vec<_>>(),
@@ -86,6 +88,7 @@ fn disklayout_then_mkzpool() {
             "zpool create -f -O xattr=sa -O acltype=posix zones raidz /dev/vda /dev/vdb /dev/vdc",
             "zfs get -H -o value mounted zones",
             "zfs mount zones",
+            "zfs get -H -o value mountpoint zones",
         ]
     );
 }
