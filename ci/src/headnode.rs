@@ -1259,6 +1259,15 @@ impl Headnode {
     /// run_postsetup_script, mark_server_as_setup. A failing step stops the
     /// workflow (and clears `setting_up`, as CNAPI's `onerror`). Running it
     /// again is fine: the scripts are idempotent.
+    /// Whether `o.stop_after` names `step` (logged).
+    fn stop_here(&self, uuid: &str, o: &SetupOpts, step: &str) -> bool {
+        let stop = o.stop_after.as_deref() == Some(step);
+        if stop {
+            self.shared.log(&format!("server-setup of {uuid}: stopped after {step} as asked"));
+        }
+        stop
+    }
+
     pub fn setup(&self, uuid: &str, o: &SetupOpts) -> Result<SetupReport, SetupError> {
         let job_start = SystemTime::now();
         let mut report = SetupReport { uuid: uuid.into(), job_start, steps: Vec::new() };
@@ -1353,48 +1362,40 @@ impl Headnode {
 
         let script =
             fetch_setup_files_script(uuid, o).map_err(|e| fail(&report, "cnapi.fetch_setup_files", e.to_string()))?;
-        run(
-            &mut report,
-            "cnapi.fetch_setup_files",
-            &script,
-            &[assets.as_str()],
-            BTreeMap::new(),
-            secs(step_timeout::FETCH_SETUP_FILES),
-        )?;
-        if o.stop_after.as_deref() == Some("cnapi.fetch_setup_files") {
-            self.shared.log(&format!("server-setup of {uuid}: stopped after cnapi.fetch_setup_files as asked"));
-            return Ok(report);
-        }
-
-        let env = BTreeMap::from([("PATH".to_string(), SETUP_PATH.to_string())]);
-        run(
-            &mut report,
-            "cnapi.execute_joysetup_script",
-            JOYSETUP_STEP_SCRIPT,
-            &[],
-            env,
-            secs(step_timeout::EXECUTE_JOYSETUP_SCRIPT),
-        )?;
-        if o.stop_after.as_deref() == Some("cnapi.execute_joysetup_script") {
-            self.shared.log(&format!("server-setup of {uuid}: stopped after cnapi.execute_joysetup_script as asked"));
-            return Ok(report);
-        }
-
-        let env = BTreeMap::from([
+        let joysetup_env = BTreeMap::from([("PATH".to_string(), SETUP_PATH.to_string())]);
+        let agentsetup_env = BTreeMap::from([
             ("ASSETS_URL".to_string(), assets.clone()),
             (NET_AGENT_WAIT_ENV.to_string(), o.net_agent_wait.to_string()),
         ]);
-        run(
-            &mut report,
-            "cnapi.execute_agentsetup_script",
-            AGENTSETUP_STEP_SCRIPT,
-            &[],
-            env,
-            secs(step_timeout::EXECUTE_AGENTSETUP_SCRIPT),
-        )?;
-        if o.stop_after.as_deref() == Some("cnapi.execute_agentsetup_script") {
-            self.shared.log(&format!("server-setup of {uuid}: stopped after cnapi.execute_agentsetup_script as asked"));
-            return Ok(report);
+        // CNAPI's three ur steps: (task, script, args, env, timeout).
+        let steps = [
+            (
+                "cnapi.fetch_setup_files",
+                script.as_str(),
+                vec![assets.as_str()],
+                BTreeMap::new(),
+                step_timeout::FETCH_SETUP_FILES,
+            ),
+            (
+                "cnapi.execute_joysetup_script",
+                JOYSETUP_STEP_SCRIPT,
+                vec![],
+                joysetup_env,
+                step_timeout::EXECUTE_JOYSETUP_SCRIPT,
+            ),
+            (
+                "cnapi.execute_agentsetup_script",
+                AGENTSETUP_STEP_SCRIPT,
+                vec![],
+                agentsetup_env,
+                step_timeout::EXECUTE_AGENTSETUP_SCRIPT,
+            ),
+        ];
+        for (name, script, args, env, timeout) in steps {
+            run(&mut report, name, script, &args, env, secs(timeout))?;
+            if self.stop_here(uuid, o, name) {
+                return Ok(report);
+            }
         }
 
         note(&mut report, "cnapi.update_nics", "not applicable: the double has no NAPI");

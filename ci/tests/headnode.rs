@@ -746,28 +746,7 @@ esac
 /// names a prebuilt binary instead.
 fn json_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("JSON_BIN") {
-            return PathBuf::from(p);
-        }
-        let exe = std::env::current_exe().expect("test executable path");
-        // <target>/<profile>/deps/headnode-<hash>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("profile directory").to_path_buf();
-        let target_dir = profile_dir.parent().expect("target directory");
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "--locked", "-p", "compat", "--bin", "json"])
-            .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(workspace);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build -p compat");
-        assert!(st.success(), "cargo build -p compat --bin json failed ({st})");
-        let bin = profile_dir.join("json");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| ci::workspace_bin("compat", "json", "JSON_BIN"))
 }
 
 /// The sandbox's root has the host's /usr (through the overlay) and the

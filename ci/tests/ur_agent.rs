@@ -53,28 +53,7 @@ fn broker(slot: u16, dir: &Path) -> Broker {
 /// The ur-agent binary (built once per test process).
 fn agent_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("UR_AGENT_BIN") {
-            return PathBuf::from(p);
-        }
-        let exe = std::env::current_exe().expect("test executable path");
-        // <target>/<profile>/deps/ur_agent-<hash>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("profile directory").to_path_buf();
-        let target_dir = profile_dir.parent().expect("target directory");
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--locked", "-p", "ur-agent", "--bin", "ur-agent"])
-            .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(workspace);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let st = cmd.status().expect("run cargo build -p ur-agent");
-        assert!(st.success(), "cargo build -p ur-agent failed ({st})");
-        let bin = profile_dir.join("ur-agent");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| ci::workspace_bin("ur-agent", "ur-agent", "UR_AGENT_BIN"))
 }
 
 /// A fake CN: files the agent reads, and what its commands write.
