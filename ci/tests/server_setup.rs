@@ -193,6 +193,7 @@ fn b_broker_faults_bad_messages_and_output_limit() {
     }
 
     // Broker restarted while joysetup runs: the setup finishes.
+    s.mark(&name);
     let restarted = std::thread::scope(|scope| {
         let job = scope.spawn(|| hn.setup(&uuid, &setup_opts()));
         // joysetup's first console output: the pool is being created.
@@ -207,6 +208,8 @@ fn b_broker_faults_bad_messages_and_output_limit() {
         Ok(Err(e)) => s.fail(&format!("setup did not survive the broker restart: {e}")),
         Err(_) => s.fail("setup thread panicked"),
     }
+    let sd = s.event(&name, "shutdown");
+    assert!(exported(&sd), "the reboot after setup must export the pool: {sd}");
     let pool = s.event(&name, "pool");
     assert_eq!(pool["outcome"], "imported", "{pool}");
     check_set_up_cn(&mut s, &name);
