@@ -310,6 +310,14 @@ start_state_file()
     chmod 400 "$state_file"
 }
 
+# True if the state file lists $1 among the states seen.
+state_seen()
+{
+    [[ -n $(json -f "$state_file" -e \
+        "this.result = this.seen_states.filter(
+            function(e) { return e === '$1' })[0]" result) ]]
+}
+
 record_state()
 {
     local state=$1
@@ -624,7 +632,9 @@ fi
 
 make_pool
 start_state_file computenode
-if [[ -z $resuming ]]; then
+# A resumed run whose state file was lost with a power-off starts a new one:
+# the pool it finds was still created by this setup.
+if [[ -z $resuming ]] || ! state_seen zpool_created; then
     record_state zpool_created
 fi
 

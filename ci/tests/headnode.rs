@@ -809,7 +809,7 @@ run() {
     echo $? > "$W/$name.$n.rc"
     cp "$R/dev/console" "$W/console.$n"
     set -o errexit
-    echo "=== $name ($n) done" >> "$R/stub/calls.log"
+    echo "@@ run done: $name ($n)" >> "$R/stub/calls.log"
     n=$((n + 1))
 }
 n=1
@@ -889,7 +889,7 @@ fn scripts_run_against_stub_commands() {
     assert!(read(&w.join("joysetup.2.out")).contains("carrying on with the setup recorded in"), "{}", outputs());
 
     let calls = read(&r.join("stub/calls.log"));
-    let runs: Vec<&str> = calls.split("=== ").collect();
+    let runs: Vec<&str> = calls.split("@@ run done: ").collect();
     // The first run, in order.
     let mut at = 0;
     for want in [
@@ -945,7 +945,11 @@ fn scripts_run_against_stub_commands() {
     ] {
         match runs[1][at..].find(want) {
             Some(i) => at += i + want.len(),
-            None => panic!("resumed joysetup: {want:?} missing or out of order after byte {at}:\n{}", runs[1]),
+            None => panic!(
+                "resumed joysetup: {want:?} missing or out of order after byte {at}:\n{}\n--- its output ---\n{}",
+                runs[1],
+                std::fs::read_to_string(w.join("joysetup.2.out")).unwrap_or_default()
+            ),
         }
     }
     assert!(!runs[1].contains("refreservation"), "2 GiB of RAM: swap = RAM, no refreservation");
