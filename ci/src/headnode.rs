@@ -1051,6 +1051,13 @@ impl Headnode {
         r
     }
 
+    /// Stops the broker (and its epmd) through a shared reference, for a
+    /// double shared with a thread that may still be waiting on it.
+    pub fn stop_broker(&self) {
+        self.shared.log("stopping the broker");
+        self.broker.lock().unwrap_or_else(|p| p.into_inner()).stop();
+    }
+
     /// Publishes `payload` as is on `amq.topic` with `routing_key` (for
     /// malformed-message tests).
     pub fn publish_raw(&self, routing_key: &str, payload: &[u8]) -> Result<(), ExecError> {

@@ -243,6 +243,16 @@ fn c_power_off_at_each_setup_step_then_setup_finishes() {
     let cns = format!("[[cn]]\nmac = \"{mac}\"\nip = \"10.99.99.122\"\n");
     let Some((mut s, hn)) = start("setup_c_power_off", "sc", &cns) else { return };
     let hn = std::sync::Arc::new(hn);
+    // The interrupted workflow below keeps a reference to the double, so it
+    // is never dropped: stop its broker (a process of its own) when the test
+    // ends, passed or not.
+    struct StopBroker(std::sync::Arc<Headnode>);
+    impl Drop for StopBroker {
+        fn drop(&mut self) {
+            self.0.stop_broker();
+        }
+    }
+    let _stop = StopBroker(hn.clone());
     let name = s.cfg.cns[0].hostname.clone();
     s.boot(&name);
     let uuid = first_sysinfo(&s, &hn, mac).uuid;
