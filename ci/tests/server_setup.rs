@@ -143,6 +143,8 @@ fn a_blank_cn_is_set_up_through_ur() {
     set_up(&mut s, &hn, &name, &uuid);
     check_set_up_cn(&mut s, &name);
     assert_no_violations(&s, &hn);
+    // The broker and its epmd run in the booter's netns: stop them first.
+    drop(hn);
     s.finish();
 }
 
@@ -214,6 +216,8 @@ fn b_broker_faults_bad_messages_and_output_limit() {
     assert_eq!(pool["outcome"], "imported", "{pool}");
     check_set_up_cn(&mut s, &name);
     assert_no_violations(&s, &hn);
+    // The broker and its epmd run in the booter's netns: stop them first.
+    drop(hn);
     s.finish();
 }
 
@@ -286,5 +290,7 @@ fn c_power_off_at_each_setup_step_then_setup_finishes() {
     assert_eq!(s.sh_ok(&name, "zpool list -H -o guid zones"), guid, "the pool is the one created first");
     assert!(s.sh_ok(&name, "cat /opt/ci/file").contains("kept-42"), "data written between the steps is kept");
     assert_no_violations(&s, &hn);
+    // The broker and its epmd run in the booter's netns: stop them first.
+    hn.stop_broker();
     s.finish();
 }
