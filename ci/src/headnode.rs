@@ -340,6 +340,21 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
+    /// A step that started at `started` and took `elapsed`, with nothing
+    /// recorded yet (not ok until said so).
+    fn new(name: &str, started: SystemTime, elapsed: Duration) -> StepRecord {
+        StepRecord {
+            name: name.into(),
+            started,
+            elapsed,
+            exit_status: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            note: String::new(),
+            ok: false,
+        }
+    }
+
     pub fn stdout_tail(&self) -> String {
         tail(&self.stdout, TAIL_LINES)
     }
@@ -1305,14 +1320,9 @@ impl Headnode {
 
         let note = |report: &mut SetupReport, name: &str, note: &str| {
             report.steps.push(StepRecord {
-                name: name.into(),
-                started: SystemTime::now(),
-                elapsed: Duration::ZERO,
-                exit_status: None,
-                stdout: String::new(),
-                stderr: String::new(),
                 note: note.into(),
                 ok: true,
+                ..StepRecord::new(name, SystemTime::now(), Duration::ZERO)
             });
         };
 
@@ -1329,16 +1339,7 @@ impl Headnode {
             let started = SystemTime::now();
             let t = Instant::now();
             let r = self.execute(uuid, script, args, &env, timeout);
-            let mut rec = StepRecord {
-                name: name.into(),
-                started,
-                elapsed: t.elapsed(),
-                exit_status: None,
-                stdout: String::new(),
-                stderr: String::new(),
-                note: String::new(),
-                ok: false,
-            };
+            let mut rec = StepRecord::new(name, started, t.elapsed());
             match r {
                 Err(e) => {
                     rec.note = e.to_string();
@@ -1440,16 +1441,8 @@ impl Headnode {
                 .filter(|s| s.running() && s.last_boot().is_some_and(|b| b > job_secs))
                 .and_then(ServerRecord::last_boot)
         });
-        let mut rec = StepRecord {
-            name: "cnapi.wait_for_reboot".into(),
-            started,
-            elapsed: t.elapsed(),
-            exit_status: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            note: String::new(),
-            ok: rebooted.is_some(),
-        };
+        let mut rec =
+            StepRecord { ok: rebooted.is_some(), ..StepRecord::new("cnapi.wait_for_reboot", started, t.elapsed()) };
         match rebooted {
             Some(b) => {
                 rec.note = format!("Boot Time {b} > job start {job_secs:.0}");

@@ -34,16 +34,9 @@ pub const DEFAULT_READY_WITHIN_S: u64 = 30;
 /// Upper bound for `within_s`.
 pub const MAX_READY_WITHIN_S: u64 = 600;
 
-/// When the supervisor starts an agent again after it exits on its own
-/// (same words as the supervisor's `restart` key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartPolicy {
-    #[default]
-    Always,
-    OnFailure,
-    Never,
-}
+/// When the supervisor starts an agent again after it exits on its own:
+/// the supervisor's own type, so both manifests spell it the same way.
+pub use supervisor::manifest::RestartPolicy;
 
 /// What init provides before an agent starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -38,7 +38,7 @@
 //! | `CPU Total Cores` | number of `processor` entries in cpuinfo (threads) | number both | number |
 //! | `MiB of Memory` | `MemTotal` in `/proc/meminfo` / 1024 | string / number | string (SmartOS; CNAPI `parseInt`s it, joysetup reads it with `json`) |
 //! | `Zpool` | `pool` of `triton-pool status` when `imported` is not null | same | same; omitted when no pool is imported or the tool failed |
-//! | `Disks` | `/sys/block/<dev>/size` (512-byte sectors) → `{"Size in GB": n}` (decimal GB, rounded); loop, ram, zram, zd (zvols), sr, fd, nbd, md, dm- devices skipped | SmartOS: all disks; linux-live: lsblk minus loop/zvol | as linux-live, from sysfs |
+//! | `Disks` | `/sys/block/<dev>/size` (512-byte sectors) → `{"Size in GB": n}` (decimal GB, rounded); what disklayout does not count as a disk (loop, ram, zram, zd zvols, sr, fd, nbd, md, dm-, mtdblock) skipped | SmartOS: all disks; linux-live: lsblk minus loop/zvol | as linux-live, from sysfs |
 //! | `Boot Parameters` | every `key=value` word of `/proc/cmdline` (last one wins, quotes removed), values strings | linux-live calls it `Boot Params` and rewrites `ip`/`BOOTIF` into `admin_ip`/`admin_netmask`/`admin_mac` | SmartOS name, raw values (CNAPI reads `headnode`, ur reads `rabbitmq` here); bare words without `=` are left out |
 //! | `Network Interfaces` | physical links (`/sys/class/net/<if>/device` exists): `address` (or `bonding_slave/perm_hwaddr` for a bond member, whose `address` is the bond's), `operstate` | same shape both | `{"MAC Address", "ip4addr", "Link Status", "NIC Names"}`; see below |
 //! | `Virtual Network Interfaces` | networking.json vnics whose MAC is on a non-physical link (the macvlans init creates) | SmartOS: VNICs; linux-live: always `{}` | `{"MAC Address", "ip4addr", "Link Status", "Host Interface", "VLAN"}` (VLAN as a string) |
@@ -493,13 +493,13 @@ fn links(sys: &Path) -> Vec<Link> {
 }
 
 fn disks(sys: &Path) -> BTreeMap<String, Disk> {
-    const SKIP: [&str; 9] = ["loop", "ram", "zram", "zd", "sr", "fd", "nbd", "md", "dm-"];
     let dir = sys.join("block");
     let Ok(entries) = fs::read_dir(&dir) else { return BTreeMap::new() };
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| !SKIP.iter().any(|s| n.starts_with(s)))
+        // The same rule as disklayout's: what is not a disk (loop, zvol, ...).
+        .filter(|n| disklayout::inventory::classify(n) == disklayout::disk::DiskKind::Disk)
         .filter_map(|n| {
             let sectors: u64 = read_value(&dir.join(&n).join("size"))?.parse().ok()?;
             let bytes = sectors.saturating_mul(512);
